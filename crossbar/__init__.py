@@ -1,0 +1,1 @@
+"""Device-level simulation of memristor crossbar arrays."""
