@@ -1,0 +1,271 @@
+"""One physical crossbar array: devices, wires, DAC and ADC.
+
+Inputs are voltages on the rows, outputs are currents on the columns. An
+ideal array computes ``I = V @ G``. This class adds what a real 1T1R array
+does to that product: the devices' own state (levels, window, stuck devices,
+drift, programming noise, see :mod:`crossbar.device`), read noise drawn fresh
+on every read, the DAC on the inputs, the ADC on the outputs and, when wire
+resistance is set, the exact IR drop of :mod:`crossbar.ir_drop`.
+
+IR drop enters every read through :meth:`CrossbarArray.effective_conductance`:
+the circuit is linear, so for a programmed state there is one matrix
+``G_eff`` with ``I = V @ G_eff``. It is computed once per programmed state
+and reused until the conductances change (a write, or drift).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossbar.converters import ADC, DAC
+from crossbar.device import DeviceArray, DeviceParams
+from crossbar.read_kernel import ReadPlan, plan_matvec, seed_kernel_rng
+from crossbar.validation import ParameterError, check_array, check_number
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArrayParams:
+    """Geometry and periphery of one array.
+
+    Attributes
+    ----------
+    rows, cols : int
+        Number of word lines (inputs) and bit lines (outputs). The default
+        128 x 64 is the array of Li et al., Nature Machine Intelligence 1,
+        49-57 (2019).
+    r_row, r_col : float
+        Wire resistance per segment of a row and of a column line [ohm];
+        0 means ideal wires (no IR drop).
+    r_driver, r_sense : float
+        Extra series resistance of each row driver and of each sense
+        amplifier input [ohm]; used only when wire resistance is set.
+    dac, adc : DAC, ADC
+        Input and output converters; the defaults are ideal.
+    """
+
+    rows: int = 128
+    cols: int = 64
+    r_row: float = 0.0
+    r_col: float = 0.0
+    r_driver: float = 0.0
+    r_sense: float = 0.0
+    dac: DAC = field(default_factory=DAC)
+    adc: ADC = field(default_factory=ADC)
+
+    def __post_init__(self):
+        check_number("rows", self.rows, low=1, integer=True)
+        check_number("cols", self.cols, low=1, integer=True)
+        for name in ("r_row", "r_col", "r_driver", "r_sense"):
+            check_number(name, getattr(self, name), low=0.0)
+        if (self.r_row > 0) != (self.r_col > 0):
+            raise ParameterError(
+                "parameters 'r_row' and 'r_col' must both be 0 (ideal wires) or "
+                f"both > 0; got r_row={self.r_row!r}, r_col={self.r_col!r}"
+            )
+        if not isinstance(self.dac, DAC):
+            raise ParameterError(f"parameter 'dac' must be a DAC; got {self.dac!r}")
+        if not isinstance(self.adc, ADC):
+            raise ParameterError(f"parameter 'adc' must be an ADC; got {self.adc!r}")
+
+    @property
+    def has_wires(self) -> bool:
+        """True when wire resistance is set and reads solve the circuit."""
+        return self.r_row > 0.0
+
+
+class CrossbarArray:
+    """A ``rows x cols`` array of devices of one type.
+
+    Parameters
+    ----------
+    params : ArrayParams
+        Geometry, wires and converters.
+    device : DeviceParams
+        The device type of every cell.
+    rng : numpy.random.Generator
+        Source of every random draw: fabrication, programming and read noise.
+    g_init : float or ndarray, optional
+        Conductance right after fabrication [S]; defaults to the device's
+        ``g_min`` (see :class:`crossbar.device.DeviceArray`).
+    """
+
+    def __init__(
+        self,
+        params: ArrayParams | None = None,
+        device: DeviceParams | None = None,
+        rng: np.random.Generator | None = None,
+        g_init=None,
+    ):
+        self.params = params if params is not None else ArrayParams()
+        self.device = device if device is not None else DeviceParams()
+        if rng is None:
+            rng = np.random.default_rng()
+        if not isinstance(rng, np.random.Generator):
+            raise ParameterError(
+                f"parameter 'rng' must be a numpy.random.Generator; got {rng!r}"
+            )
+        self.rng = rng
+        shape = (self.params.rows, self.params.cols)
+        self.devices = DeviceArray(self.device, shape, rng, g_init=g_init)
+        self._solver = None
+        self._geff_key: np.ndarray | None = None
+        self._geff: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.params.rows, self.params.cols)
+
+    @property
+    def g(self) -> np.ndarray:
+        """Conductances at the current time, drift included [S] (a copy)."""
+        return self.devices.conductance()
+
+    # -- IR drop ---------------------------------------------------------------
+
+    def effective_conductance(self) -> np.ndarray:
+        """``G_eff`` (rows, cols) [S] with ``I = V @ G_eff`` for this state.
+
+        Without wire resistance this is the conductance matrix itself. With it,
+        the circuit is solved exactly once per programmed state and reused.
+        """
+        g = self.g
+        if not self.params.has_wires:
+            return g
+        if self._geff is not None and np.array_equal(g, self._geff_key):
+            return self._geff
+        if self._solver is None:
+            from crossbar.ir_drop import IRDropSolver
+
+            p = self.params
+            self._solver = IRDropSolver(
+                p.rows,
+                p.cols,
+                p.r_row,
+                p.r_col,
+                r_driver=p.r_driver,
+                r_sense=p.r_sense,
+            )
+        self._geff = self._solver.effective_conductance(g)
+        self._geff_key = g
+        return self._geff
+
+    def ir_drop_error(self) -> np.ndarray:
+        """Relative error map ``(G_eff - G) / max(G)`` of this state."""
+        g = self.g
+        return (self.effective_conductance() - g) / max(float(g.max()), 1e-30)
+
+    # -- reads -----------------------------------------------------------------
+
+    def _single_plan(self, g_eff: np.ndarray, g_dev: np.ndarray, noisy: bool):
+        rows, cols = g_eff.shape
+        sigma = self.device.read_noise if noisy else 0.0
+        p = self.params
+        return ReadPlan(
+            g=np.ascontiguousarray(g_eff)[None],
+            q=np.ascontiguousarray((sigma * g_dev) ** 2)[None],
+            in_idx=np.arange(rows, dtype=np.int64)[None],
+            in_scale=np.ones((1, rows)),
+            ch_out=np.arange(cols, dtype=np.int64)[None],
+            ch_sign=np.ones((1, cols)),
+            dac_steps=p.dac.kernel_args()[0],
+            dac_full_scale=p.dac.kernel_args()[1],
+            adc_steps=p.adc.kernel_args()[0],
+            adc_full_scale=p.adc.kernel_args()[1],
+            out_scale=1.0,
+            n_in=rows,
+            n_out=cols,
+            noisy=sigma > 0.0,
+            exact=False,
+        )
+
+    def read(self, v, noisy: bool = True) -> np.ndarray:
+        """Column currents [A] for row voltages ``v`` [V].
+
+        ``v`` has shape (rows,) or (batch, rows); the result has shape (cols,)
+        or (batch, cols). The DAC quantizes and clips ``v``, read noise (unless
+        ``noisy`` is False) and IR drop act on the product, the ADC quantizes
+        and saturates the currents.
+        """
+        return self._read(v, transposed=False, noisy=noisy)
+
+    def read_transposed(self, v, noisy: bool = True) -> np.ndarray:
+        """Row currents [A] for voltages ``v`` [V] applied to the columns.
+
+        The backward direction of an array used for a hardware backward pass:
+        ``I = V @ G.T`` for ideal wires. With wire resistance, the column lines
+        are driven from their sense-amplifier end (after the last row) and the
+        rows are sensed at their driver end (column 0), so each line keeps its
+        own wire resistance and the mirrored circuit is solved exactly.
+        """
+        return self._read(v, transposed=True, noisy=noisy)
+
+    def _read(self, v, transposed: bool, noisy: bool) -> np.ndarray:
+        n_in = self.params.cols if transposed else self.params.rows
+        v = check_array("v", v)
+        if v.ndim not in (1, 2) or v.shape[-1] != n_in:
+            raise ParameterError(
+                f"parameter 'v' must have shape ({n_in},) or (batch, {n_in}); "
+                f"got shape {v.shape}"
+            )
+        single = v.ndim == 1
+        v2 = np.ascontiguousarray(np.atleast_2d(v))
+
+        g_dev = self.g
+        if transposed:
+            g_eff = self._transposed_effective(g_dev)
+            g_dev = g_dev.T
+        else:
+            g_eff = self.effective_conductance()
+        plan = self._single_plan(g_eff, g_dev, noisy)
+        if plan.noisy:
+            seed_kernel_rng(int(self.rng.integers(2**62)))
+        out = np.empty((v2.shape[0], plan.n_out))
+        plan_matvec(plan, v2, out)
+        return out[0] if single else out
+
+    def _transposed_effective(self, g: np.ndarray) -> np.ndarray:
+        if not self.params.has_wires:
+            return np.ascontiguousarray(g.T)
+        from crossbar.ir_drop import effective_conductance
+
+        p = self.params
+        # Mirror so that the drivers sit at index 0 and the sense ends last.
+        mirrored = np.ascontiguousarray(g.T[::-1, ::-1])
+        g_eff = effective_conductance(
+            mirrored, p.r_col, p.r_row, r_driver=p.r_sense, r_sense=p.r_driver
+        )
+        return np.ascontiguousarray(g_eff[::-1, ::-1])
+
+    def read_conductances(self, noisy: bool = True) -> np.ndarray:
+        """Conductances as software sees them when reading the array back [S].
+
+        Each device is read on its own (no IR drop), with fresh read noise
+        unless ``noisy`` is False.
+        """
+        return self.devices.read_back(noisy=noisy)
+
+    # -- programming -----------------------------------------------------------
+
+    def program(self, target, scheme=None, mask=None) -> int:
+        """Write target conductances [S] with ``scheme``; return pulses spent.
+
+        ``scheme`` defaults to one-shot
+        :class:`crossbar.programming.WriteToTarget`. ``mask`` selects the devices
+        to write (others are left alone).
+        """
+        from crossbar.programming import WriteToTarget
+
+        target = check_array("target", target, shape=self.shape)
+        if scheme is None:
+            scheme = WriteToTarget()
+        result = scheme.program(self.devices, target, mask=mask)
+        return int(getattr(result, "pulses", result))
+
+    def advance_time(self, dt: float) -> None:
+        """Let ``dt`` seconds pass (conductances drift if the device drifts)."""
+        self.devices.advance_time(dt)
