@@ -310,17 +310,15 @@ def _type_hint(value) -> str:
 
 
 def _check_number(key: str, kind: str, spec: Spec, value, expected: str):
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail(key, expected, value, _type_hint(value))
-    else:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            fail(key, expected, value, _type_hint(value))
-        value = float(value)
-        if not math.isfinite(value):
-            fail(key, expected, value, "not a finite number")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        fail(key, expected, value, _type_hint(value))
+    if kind == "int" and not isinstance(value, int):
+        fail(key, expected, value, _type_hint(value))
+    if not math.isfinite(value):
+        fail(key, expected, value, "not a finite number")
+    converted = float(value) if kind == "float" else value
     if spec.off is not None and value == spec.off:
-        return value
+        return converted
     if spec.low is not None and (
         value < spec.low or (spec.low_open and value == spec.low)
     ):
@@ -329,7 +327,7 @@ def _check_number(key: str, kind: str, spec: Spec, value, expected: str):
         value > spec.high or (spec.high_open and value == spec.high)
     ):
         fail(key, expected, value)
-    return value
+    return converted
 
 
 class _Section:
@@ -779,7 +777,9 @@ class SweepConfig(_Section):
         keys = schema_keys()
         grid = {}
         for key, values in _flatten_grid(self.grid).items():
-            if key not in keys or key.startswith("sweep."):
+            if key.startswith("sweep."):
+                raise ConfigError(f"sweep.grid cannot vary the sweep itself ('{key}')")
+            if key not in keys:
                 valid = [k for k in keys if not k.startswith("sweep.")]
                 raise ConfigError(_unknown_key_message(key, valid, "in sweep.grid"))
             if not isinstance(values, list | tuple) or not values:
@@ -797,7 +797,7 @@ class SweepConfig(_Section):
                 except ConfigError as err:
                     raise ConfigError(f"{err} (value {n + 1} of sweep.grid)") from None
             grid[key] = tuple(checked)
-        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "grid", FrozenGrid(grid))
 
     def points(self) -> list[dict[str, object]]:
         """Every grid point as ``{key: value}``, the last key varying fastest."""
@@ -806,6 +806,25 @@ class SweepConfig(_Section):
             dict(zip(keys, combo, strict=True))
             for combo in itertools.product(*(self.grid[k] for k in keys))
         ]
+
+
+class FrozenGrid(dict):
+    """A read-only dict (so that a :class:`Config` stays immutable and hashable)."""
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a config's sweep grid is read-only; use with_overrides")
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.items()))
+
+    def __reduce__(self):
+        # Rebuilt from a plain dict: the default protocol would call the
+        # blocked __setitem__ (copy.deepcopy and multiprocessing need this).
+        return (type(self), (dict(self),))
 
 
 def _flatten_grid(grid, prefix: str = "") -> dict:
@@ -966,23 +985,34 @@ def schema_keys() -> dict[str, tuple[str, Spec]]:
     return _SCHEMA
 
 
+def _leaf(key: str) -> str:
+    return key.rpartition(".")[2]
+
+
 def _unknown_key_message(key: str, valid: Iterable[str], where: str = "") -> str:
     valid = list(valid)
     where = f" {where}" if where else ""
-    leaf = key.rsplit(".", 1)[-1]
-    # A known field name in the wrong section is the likeliest mistake.
-    same_leaf = [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k != key]
-    section = key.rsplit(".", 1)[0] if "." in key else ""
-    in_section = [k for k in valid if k.startswith(section + ".")] if section else []
-    close = (
-        same_leaf[0]
-        if same_leaf
-        else closest_key(key, in_section) or closest_key(key, valid)
-    )
+    section, _, leaf = key.rpartition(".")
+    # A known field name in the wrong section is the likeliest mistake, then
+    # a misspelt name in the right section, then one anywhere.
+    close = next((k for k in valid if _leaf(k) == leaf and k != key), None)
+    in_section = [k for k in valid if k.rpartition(".")[0] == section]
+    for pool in (in_section, valid):
+        if close is None:
+            by_leaf: dict[str, str] = {}
+            for k in pool:
+                by_leaf.setdefault(_leaf(k), k)
+            match = closest_key(leaf, by_leaf)
+            close = by_leaf[match] if match else None
     if close:
         return f"unknown key '{key}'{where}; did you mean '{close}'?"
-    shown = in_section or [k for k in valid if "." not in k] + list(SECTIONS)
-    return f"unknown key '{key}'{where}; valid keys are {', '.join(shown)}"
+    if section and in_section:
+        return f"unknown key '{key}'{where}; valid keys are {', '.join(in_section)}"
+    shown = [k for k in valid if "." not in k] + list(SECTIONS)
+    return (
+        f"unknown key '{key}'{where}; valid top-level keys and sections are "
+        + ", ".join(shown)
+    )
 
 
 # ---------------------------------------------------------------------------

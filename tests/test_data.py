@@ -275,7 +275,8 @@ def test_npz_errors(tmp_path):
         assert str(path) in str(info.value)
 
     check(r"array 'y' must be present; found only \['x'\]", x=x)
-    check(r"only the arrays .* found \['labels'\] \(did you mean", x=x, labels=y)
+    check(r"only the arrays .* found \['labels'\]$", x=x, y=y, labels=y)
+    check(r"found \['lenghts'\] \(did you mean 'lengths'\?\)", x=x, y=y, lenghts=y)
     check(r"array 'x' must be a non-empty array of shape \(N, T, F\); found shape "
           r"\(10, 6\)", x=x[..., 0], y=y)  # fmt: skip
     check(r"array 'y' must be shape \(10,\)", x=x, y=y[:5])

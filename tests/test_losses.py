@@ -74,6 +74,7 @@ def test_mse_accepts_integer_mask(rng):
     assert MSELoss("sum")(y, t, m)[0] == MSELoss("sum")(y, t, m.astype(bool))[0]
 
 
+@pytest.mark.torch
 def test_mse_matches_torch(rng):
     torch = pytest.importorskip("torch")
     y = rng.normal(size=(3, 4, 2))
@@ -153,6 +154,7 @@ def test_cross_entropy_guards_log_of_zero():
     assert value == pytest.approx(-np.log(1e-12) - np.log(0.5))
 
 
+@pytest.mark.torch
 def test_cross_entropy_matches_torch(rng):
     torch = pytest.importorskip("torch")
     z = rng.normal(size=(6, 5))

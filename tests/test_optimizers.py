@@ -114,7 +114,9 @@ def _torch_optimizer(torch, name, tensors):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize(("make", "name"), zip([c[0] for c in CASES], IDS, strict=True))
+@pytest.mark.parametrize(
+    ("make", "name"), zip([c[0] for c in CASES], IDS, strict=True), ids=IDS
+)
 def test_against_torch(make, name):
     torch = pytest.importorskip("torch")
     owner, grads = make_problem(1)
@@ -255,6 +257,7 @@ def test_clip_grad_norm_leaves_small_gradients():
     np.testing.assert_array_equal(grads["a"], [0.3, 0.4])
 
 
+@pytest.mark.torch
 def test_clip_grad_norm_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)

@@ -1,0 +1,540 @@
+"""Ideal, offline and in-situ training compared on one task, split and seed.
+
+:func:`run_experiment` is what ``lstm-hw run`` does. Every mode starts from
+the same initial weights (drawn from the run's seed) and sees the same data;
+each mode has its own random stream derived from the seed, so a mode gives
+the same numbers whether it runs alone, after others, or after a resume.
+
+Modes
+-----
+``ideal``
+    Floating-point training and evaluation.
+``offline``
+    The ideal training (reused when ``ideal`` ran), then one programming of
+    the crossbar (one write per device) and evaluation on it.
+``offline_aware``
+    Hardware-aware software training: every forward pass reads a freshly
+    programmed scratch chip (programming noise, levels, read noise, DAC, ADC
+    and IR drop as configured), and the gradients computed at those weights
+    update the clean software weights (straight-through). Then as ``offline``.
+``insitu``
+    The scheme of Li et al., Nature Machine Intelligence 1, 49-57 (2019): the
+    forward pass runs on the crossbar, the backward pass in software on the
+    conductances read back from it, and each weight update is written with
+    the device's own programming rule (the 1T1R gate-voltage scheme or
+    incremental pulses), so the network gets the update the hardware makes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crossbar.array import ArrayParams
+from crossbar.converters import ADC, DAC
+from crossbar.device import DeviceParams
+from crossbar.differential import DifferentialMapping, WeightClippingWarning
+from crossbar.programming import GateVoltageScheme, IncrementalPulses, WriteToTarget
+from crossbar.tiling import Chip
+from lstm_hw import data as data_mod
+from lstm_hw.dense import Dense
+from lstm_hw.gru import GRU
+from lstm_hw.hardware import HardwareNetwork
+from lstm_hw.losses import CrossEntropyLoss, MSELoss
+from lstm_hw.lstm import LSTM
+from lstm_hw.network import Network
+from lstm_hw.optimizers import SGD, Adam, RMSprop
+from lstm_hw.training import History, evaluate, train
+
+logger = logging.getLogger(__name__)
+
+MODES = ("ideal", "offline", "offline_aware", "insitu")
+# Stream ids of the run's random generators: one per purpose, so that adding
+# or removing a mode never changes the numbers of another.
+_STREAM = {
+    "init": 0,
+    "data": 1,
+    "ideal": 2,
+    "offline": 3,
+    "offline_aware": 4,
+    "insitu": 5,
+}
+
+
+def _rng(cfg, stream: str) -> np.random.Generator:
+    return np.random.default_rng([int(cfg.seed), _STREAM[stream]])
+
+
+# -- builders ------------------------------------------------------------------
+
+
+def build_dataset(cfg) -> data_mod.Dataset:
+    """The task's data set (generated ones from the run's seed)."""
+    t = cfg.task
+    if t.name == "airline":
+        return data_mod.load_airline()
+    if t.name == "japanese_vowels":
+        return data_mod.load_japanese_vowels()
+    if t.name == "adding":
+        return data_mod.make_adding_problem(
+            t.n_train, t.length, _rng(cfg, "data"), n_test=t.n_test
+        )
+    if t.name == "csv":
+        kwargs = {"train_fraction": t.train_fraction}
+        if t.column:
+            kwargs["column"] = t.column
+        return data_mod.load_csv_series(t.path, **kwargs)
+    return data_mod.load_npz_sequences(t.path)
+
+
+def build_network(cfg, dataset) -> Network:
+    """The network of the config with its initial weights from the seed."""
+    rng = _rng(cfg, "init")
+    n = cfg.network
+    if n.cell == "lstm":
+        rnn = LSTM(dataset.n_features, n.hidden_size, variant=n.variant, rng=rng)
+    else:
+        rnn = GRU(dataset.n_features, n.hidden_size, rng=rng)
+    head = Dense(
+        n.hidden_size, dataset.n_outputs, activation=n.output_activation, rng=rng
+    )
+    return Network(rnn, head, output=n.output)
+
+
+def build_loss(cfg):
+    if cfg.training.loss == "mse":
+        return MSELoss(reduction=cfg.training.loss_reduction)
+    return CrossEntropyLoss(reduction=cfg.training.loss_reduction)
+
+
+def build_optimizer(cfg):
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return SGD(o.lr, momentum=o.momentum)
+    if o.name == "rmsprop":
+        return RMSprop(o.lr, alpha=o.alpha, eps=o.eps)
+    return Adam(o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+
+
+def device_params(cfg, noise_scale: float = 1.0, levels: bool = True) -> DeviceParams:
+    """The device of the config (``noise_scale`` scales programming noise)."""
+    d = cfg.device
+    return DeviceParams(
+        g_min=d.g_min,
+        g_max=d.g_max,
+        n_levels=(d.n_levels or None) if levels else None,
+        prog_noise=d.prog_noise * noise_scale,
+        prog_noise_mode=d.prog_noise_mode,
+        read_noise=d.read_noise,
+        d2d_sigma=d.d2d_sigma,
+        p_stuck_min=d.p_stuck_min,
+        p_stuck_max=d.p_stuck_max,
+        drift_nu=d.drift_nu,
+    )
+
+
+def array_params(cfg) -> ArrayParams:
+    a = cfg.array
+    return ArrayParams(
+        rows=a.rows,
+        cols=a.cols,
+        r_row=a.r_row,
+        r_col=a.r_col,
+        dac=DAC(bits=a.dac_bits or None, v_max=a.dac_v_max),
+        adc=ADC(bits=a.adc_bits or None, i_full_scale=a.adc_full_scale or None),
+    )
+
+
+def _x_scale(dataset) -> float:
+    x, _, _ = dataset.split("train")
+    return max(1.0, float(np.max(np.abs(x))))
+
+
+def build_hardware(cfg, net, dataset, rng, device=None) -> HardwareNetwork:
+    """A fresh chip (fabricated from ``rng``) holding ``net``'s matrices."""
+    m = cfg.mapping
+    chip = Chip(array_params(cfg), device or device_params(cfg), rng)
+    mapping = DifferentialMapping(
+        layout=m.layout, g_unit=m.g_unit or None, reference=m.reference
+    )
+    return HardwareNetwork(
+        net,
+        chip,
+        mapping,
+        placement=m.placement,
+        v_read=m.v_read,
+        bias_voltage=m.bias_voltage,
+        bias_rows=m.bias_rows,
+        x_scale=_x_scale(dataset),
+    )
+
+
+def insitu_scheme(cfg):
+    """The device's own programming rule used for in-situ updates."""
+    s = cfg.insitu
+    if s.scheme == "gate":
+        return GateVoltageScheme()
+    return IncrementalPulses(
+        dg_up=s.dg_up,
+        dg_down=s.dg_down,
+        soft_bounds=s.soft_bounds,
+        c2c_noise=s.c2c_noise,
+    )
+
+
+# -- results of one mode -------------------------------------------------------
+
+
+@dataclass
+class ModeResult:
+    """What one training mode produced."""
+
+    metrics: dict
+    history: History
+    predictions: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    snapshots: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        from lstm_hw.results import write_json, write_npz
+
+        folder.mkdir(parents=True, exist_ok=True)
+        write_npz(folder / "params.npz", **self.params)
+        write_npz(folder / "predictions.npz", **self.predictions)
+        if self.snapshots:
+            write_npz(folder / "conductances.npz", **self.snapshots)
+        write_json(folder / "history.json", self.history.as_dict())
+        # Written last: its presence marks the mode as complete for --resume.
+        write_json(folder / "metrics.json", self.metrics)
+
+    @classmethod
+    def load(cls, folder: Path) -> ModeResult | None:
+        if not (folder / "metrics.json").exists():
+            return None
+
+        def npz(name):
+            path = folder / name
+            if not path.exists():
+                return {}
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+
+        return cls(
+            metrics=json.loads((folder / "metrics.json").read_text()),
+            history=History.from_dict(
+                json.loads((folder / "history.json").read_text())
+            ),
+            predictions=npz("predictions.npz"),
+            params=npz("params.npz"),
+            snapshots=npz("conductances.npz"),
+        )
+
+
+def _metrics(dataset, ev: dict, seconds: float, pulses: int | None) -> dict:
+    key = "test_rmse" if dataset.task == "regression" else "test_accuracy"
+    out = {key: float(ev[key]), "train_seconds": float(seconds)}
+    if pulses is not None:
+        out["programming_pulses"] = int(pulses)
+    return out
+
+
+def _predictions(ev: dict) -> dict[str, np.ndarray]:
+    out = {
+        "predictions": np.asarray(ev["predictions"]),
+        "targets": np.asarray(ev["targets"]),
+    }
+    if ev.get("mask") is not None:
+        out["mask"] = np.asarray(ev["mask"])
+    return out
+
+
+def _snapshot_key(epoch: int) -> str:
+    return f"epoch_{epoch:05d}"
+
+
+class _Progress:
+    """A tqdm bar over epochs when asked, otherwise nothing."""
+
+    def __init__(self, enabled: bool, total: int, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=True)
+
+    def update(self, history: History) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        value = history.test_metric[-1]
+        if not math.isnan(value):
+            self.bar.set_postfix({history.metric: f"{value:.4g}"})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- the modes -----------------------------------------------------------------
+
+
+class Experiment:
+    """Runs the configured modes of one config and keeps their results."""
+
+    def __init__(self, cfg, progress: bool = False):
+        self.cfg = cfg
+        self.progress = progress
+        self.dataset = build_dataset(cfg)
+        self.loss = build_loss(cfg)
+        self.results: dict[str, ModeResult] = {}
+
+    def _train(self, net, rng, desc, snapshot=None, **hooks) -> tuple[History, float]:
+        t = self.cfg.training
+        bar = _Progress(self.progress, t.epochs, desc)
+
+        def callback(epoch, history):
+            bar.update(history)
+            if snapshot is not None and (epoch + 1) % t.snapshot_every == 0:
+                snapshot(epoch + 1)
+
+        start = time.perf_counter()
+        try:
+            history = train(
+                net,
+                self.dataset,
+                self.loss,
+                hooks.pop("optimizer", None),
+                t.epochs,
+                t.batch_size,
+                rng,
+                clip=t.clip_norm or None,
+                truncate=t.truncate or None,
+                callback=callback,
+                eval_every=t.eval_every,
+                **hooks,
+            )
+        finally:
+            bar.close()
+        return history, time.perf_counter() - start
+
+    def _evaluate(self, net, plans=None, rng=None) -> dict:
+        seed = 0 if rng is None else int(rng.integers(2**32))
+        return evaluate(net, self.dataset, "test", plans=plans, seed=seed)
+
+    def run_ideal(self) -> ModeResult:
+        net = build_network(self.cfg, self.dataset)
+        rng = _rng(self.cfg, "ideal")
+        history, seconds = self._train(
+            net, rng, "ideal", optimizer=build_optimizer(self.cfg)
+        )
+        ev = self._evaluate(net)
+        return ModeResult(
+            _metrics(self.dataset, ev, seconds, None),
+            history,
+            _predictions(ev),
+            {k: v.copy() for k, v in net.params().items()},
+        )
+
+    def _software_trained(self) -> tuple[Network, ModeResult]:
+        ideal = self.results.get("ideal")
+        if ideal is None:
+            ideal = self.run_ideal()
+        net = build_network(self.cfg, self.dataset)
+        for k, v in net.params().items():
+            v[...] = ideal.params[k]
+        return net, ideal
+
+    def _program_and_evaluate(self, net, rng, history, seconds) -> ModeResult:
+        hw = build_hardware(self.cfg, net, self.dataset, rng)
+        pulses = hw.program(WriteToTarget())
+        self._age(hw)
+        ev = self._evaluate(net, hw.plans(), rng)
+        return ModeResult(
+            _metrics(self.dataset, ev, seconds, pulses),
+            history,
+            _predictions(ev),
+            {k: v.copy() for k, v in net.params().items()},
+            {"programmed": hw.conductances(), **self._ir_map(hw)},
+        )
+
+    def _age(self, hw) -> None:
+        if self.cfg.device.drift_time > 0:
+            for arr in hw.chip.arrays:
+                arr.advance_time(self.cfg.device.drift_time)
+
+    def _ir_map(self, hw) -> dict:
+        if not hw.chip.array_params.has_wires:
+            return {}
+        return {"ir_drop_error": np.stack([a.ir_drop_error() for a in hw.chip.arrays])}
+
+    def run_offline(self) -> ModeResult:
+        net, ideal = self._software_trained()
+        seconds = ideal.metrics["train_seconds"]
+        return self._program_and_evaluate(
+            net, _rng(self.cfg, "offline"), ideal.history, seconds
+        )
+
+    def run_offline_aware(self) -> ModeResult:
+        cfg = self.cfg
+        rng = _rng(cfg, "offline_aware")
+        net = build_network(cfg, self.dataset)
+        optimizer = build_optimizer(cfg)
+        scratch_dev = device_params(
+            cfg, noise_scale=cfg.aware.noise_scale, levels=cfg.aware.levels
+        )
+        scratch = build_hardware(cfg, net, self.dataset, rng, device=scratch_dev)
+        state: dict = {"clean": None}
+
+        def restore_clean():
+            if state["clean"] is not None:
+                for k, v in net.params().items():
+                    v[...] = state["clean"][k]
+                state["clean"] = None
+
+        def plans_fn():
+            # Program the clean weights afresh, then compute at what the chip holds.
+            restore_clean()
+            state["clean"] = {k: v.copy() for k, v in net.params().items()}
+            with warnings.catch_warnings():
+                # Clipping during training is expected and is what the
+                # straight-through gradient learns around.
+                warnings.simplefilter("ignore", WeightClippingWarning)
+                scratch.program(WriteToTarget())
+            plans = scratch.plans()
+            scratch.load_into_network(noisy=False)
+            return plans
+
+        def update_fn(net_, grads):
+            restore_clean()
+            optimizer.step(net_.params(), grads)
+
+        history, seconds = self._train(
+            net, rng, "offline_aware", update_fn=update_fn, forward_plans_fn=plans_fn
+        )
+        restore_clean()
+        return self._program_and_evaluate(net, rng, history, seconds)
+
+    def run_insitu(self) -> ModeResult:
+        cfg = self.cfg
+        rng = _rng(cfg, "insitu")
+        net = build_network(cfg, self.dataset)
+        optimizer = build_optimizer(cfg)
+        hw = build_hardware(cfg, net, self.dataset, rng)
+        scheme = insitu_scheme(cfg)
+        noisy_back = cfg.insitu.read_noise_in_backward
+        snapshots = {}
+
+        # The network's initial weights, written once with the scheme itself
+        # (the gate scheme) or with one-shot writes (incremental pulses).
+        if isinstance(scheme, GateVoltageScheme):
+            hw.program(scheme)
+        else:
+            hw.program(WriteToTarget())
+        snapshots["before"] = hw.conductances()
+        snapshots[_snapshot_key(0)] = snapshots["before"]
+        hw.load_into_network(noisy=noisy_back)
+
+        def plans_fn():
+            return hw.plans()
+
+        def update_fn(net_, grads):
+            before = net_.combined_matrices()
+            optimizer.step(net_.params(), grads)
+            after = net_.combined_matrices()
+            hw.apply_update({k: after[k] - before[k] for k in after}, scheme)
+            hw.load_into_network(noisy=noisy_back)
+
+        def snapshot(epoch):
+            snapshots[_snapshot_key(epoch)] = hw.conductances()
+
+        history, seconds = self._train(
+            net,
+            rng,
+            "insitu",
+            snapshot=snapshot,
+            update_fn=update_fn,
+            forward_plans_fn=plans_fn,
+        )
+        self._age(hw)
+        ev = self._evaluate(net, hw.plans(), rng)
+        snapshots["after"] = hw.conductances()
+        snapshots.update(self._ir_map(hw))
+        return ModeResult(
+            _metrics(self.dataset, ev, seconds, hw.pulses),
+            history,
+            _predictions(ev),
+            {k: v.copy() for k, v in net.params().items()},
+            snapshots,
+        )
+
+    def run_mode(self, mode: str) -> ModeResult:
+        runner = {
+            "ideal": self.run_ideal,
+            "offline": self.run_offline,
+            "offline_aware": self.run_offline_aware,
+            "insitu": self.run_insitu,
+        }[mode]
+        logger.info("mode %s: training", mode)
+        result = runner()
+        self.results[mode] = result
+        logger.info("mode %s: %s", mode, result.metrics)
+        return result
+
+
+def run_experiment(cfg, run_dir, resume: bool = False, progress: bool = False) -> dict:
+    """Run every mode of ``cfg``, writing results into ``run_dir``.
+
+    With ``resume``, modes whose results are already in ``run_dir`` are
+    loaded instead of run again; since every mode draws from its own stream
+    of the seed, the final numbers equal those of an uninterrupted run.
+
+    Returns the content of ``metrics.json``.
+    """
+    from lstm_hw.plots import save_plots
+    from lstm_hw.results import write_csv, write_json
+
+    run_dir = Path(run_dir)
+    exp = Experiment(cfg, progress=progress)
+    for mode in cfg.modes:
+        folder = run_dir / "modes" / mode
+        if resume:
+            done = ModeResult.load(folder)
+            if done is not None:
+                logger.info("mode %s: loaded from %s", mode, folder)
+                exp.results[mode] = done
+                continue
+        exp.run_mode(mode).save(folder)
+
+    metrics = {
+        "task": cfg.task.name,
+        "seed": int(cfg.seed),
+        "modes": {m: exp.results[m].metrics for m in cfg.modes},
+    }
+    if exp.dataset.task == "regression" and exp.dataset.per_step:
+        metrics["persistence_rmse"] = float(data_mod.persistence_rmse(exp.dataset))
+    rows = []
+    for m in cfg.modes:
+        h = exp.results[m].history
+        for e, loss, metric, sec in zip(
+            h.epoch, h.train_loss, h.test_metric, h.seconds, strict=True
+        ):
+            rows.append(
+                {
+                    "mode": m,
+                    "epoch": e,
+                    "train_loss": loss,
+                    h.metric: metric,
+                    "seconds": sec,
+                }
+            )
+    write_csv(run_dir / "history.csv", rows)
+    save_plots(exp, run_dir)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

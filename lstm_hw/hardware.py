@@ -1,0 +1,191 @@
+"""A network whose weight matrices live on simulated crossbars.
+
+Each layer's combined matrix ``[W_ih | W_hh | b]`` (rows x (I + H + 1)) is
+stored on differential pairs. The bias is a constant input driven on
+``bias_rows`` extra rows at ``bias_voltage``, as in Li et al., Nature Machine
+Intelligence 1, 49-57 (2019); the bias column is shared equally among those
+rows. Data inputs are driven at ``v_read / x_scale`` volts per unit so that
+the largest training input stays inside the DAC range, hidden states
+(``|h| <= 1``) at ``v_read``.
+
+The forward pass reads the arrays through :class:`crossbar.read_kernel.ReadPlan`
+objects, so the same numba LSTM kernels run on hardware and on exact weights.
+Weights are read back device by device for backpropagation in software.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from crossbar.differential import DifferentialMapping
+from crossbar.tiling import Chip, TiledMatrix
+from crossbar.validation import ParameterError
+
+logger = logging.getLogger(__name__)
+
+LAYERS = ("rnn", "head")
+
+
+class HardwareNetwork:
+    """The weight matrices of a :class:`lstm_hw.network.Network` on a chip.
+
+    Parameters
+    ----------
+    net : Network
+        The network whose ``rnn`` and ``head`` matrices are mapped. Digital
+        parameters (peephole vectors) stay in software.
+    chip : crossbar.tiling.Chip
+        Arrays to place the matrices on.
+    mapping : crossbar.differential.DifferentialMapping
+        Pair layout, conductance per unit weight and reference.
+    placement : {"paper", "tiled"}
+        ``"paper"``: both layers on array 0, the recurrent layer at corner
+        (0, 0) and the output layer in the columns to its right, as in Li et
+        al. (2019); an error says what does not fit. ``"tiled"``: each layer
+        tiled over arrays of its own.
+    v_read : float
+        Read voltage per unit of hidden state [V].
+    bias_voltage : float
+        Voltage on each bias row [V].
+    bias_rows : int
+        Number of rows carrying the bias of each layer.
+    x_scale : float
+        Input magnitude that maps to ``v_read`` (>= 1).
+    """
+
+    def __init__(
+        self,
+        net,
+        chip: Chip,
+        mapping: DifferentialMapping,
+        placement: str = "paper",
+        v_read: float = 0.2,
+        bias_voltage: float = 0.2,
+        bias_rows: int = 1,
+        x_scale: float = 1.0,
+    ):
+        self.net = net
+        self.chip = chip
+        self.mapping = mapping
+        self.bias_rows = int(bias_rows)
+        self.matrices: dict[str, TiledMatrix] = {}
+        combined = net.combined_matrices()
+        n_x = net.rnn.input_size
+        hidden = net.rnn.hidden_size
+        scales = {
+            "rnn": np.concatenate(
+                [
+                    np.full(n_x, v_read / x_scale),
+                    np.full(hidden, v_read),
+                    np.full(self.bias_rows, bias_voltage),
+                ]
+            ),
+            "head": np.concatenate(
+                [np.full(hidden, v_read), np.full(self.bias_rows, bias_voltage)]
+            ),
+        }
+        shapes = {
+            k: (m.shape[0], m.shape[1] - 1 + self.bias_rows)
+            for k, m in combined.items()
+        }
+        if placement == "paper":
+            self._place_paper(shapes, scales, v_read)
+        elif placement == "tiled":
+            for name in LAYERS:
+                self.matrices[name] = chip.map_matrix(
+                    shapes[name],
+                    mapping,
+                    v_read=v_read,
+                    in_scale=scales[name],
+                    name=name,
+                )
+        else:
+            raise ParameterError(
+                "parameter 'placement' must be one of ['paper', 'tiled']; "
+                f"got {placement!r}"
+            )
+
+    def _place_paper(self, shapes, scales, v_read) -> None:
+        """Both layers on array 0: the output layer right of the recurrent one,
+        or below it when the columns run out (reads are sequential, so layers
+        sharing columns never drive rows at the same time)."""
+        rnn_rows, rnn_cols = self.mapping.physical_shape(*shapes["rnn"])
+        head_rows, head_cols = self.mapping.physical_shape(*shapes["head"])
+        p = self.chip.array_params
+        if rnn_cols + head_cols <= p.cols:
+            corner = (0, rnn_cols)
+        elif rnn_rows + head_rows <= p.rows and head_cols <= p.cols:
+            corner = (rnn_rows, 0)
+        else:
+            raise ParameterError(
+                f"placement 'paper' needs the recurrent layer ({rnn_rows} x "
+                f"{rnn_cols} devices) and the output layer ({head_rows} x "
+                f"{head_cols}) on one {p.rows} x {p.cols} array, side by side or "
+                "stacked; set mapping.placement = 'tiled' or use a larger array"
+            )
+        for name, c in (("rnn", (0, 0)), ("head", corner)):
+            self.matrices[name] = self.chip.map_matrix(
+                shapes[name],
+                self.mapping,
+                corner=c,
+                array=0,
+                v_read=v_read,
+                in_scale=scales[name],
+                name=name,
+            )
+
+    # -- layout helpers ----------------------------------------------------------
+
+    def _expand(self, m: np.ndarray) -> np.ndarray:
+        """Share the bias column of a combined matrix among the bias rows."""
+        bias = np.repeat(m[:, -1:] / self.bias_rows, self.bias_rows, axis=1)
+        return np.concatenate([m[:, :-1], bias], axis=1)
+
+    def _collapse(self, m: np.ndarray) -> np.ndarray:
+        n = self.bias_rows
+        return np.concatenate([m[:, :-n], m[:, -n:].sum(axis=1, keepdims=True)], 1)
+
+    # -- programming and updates ---------------------------------------------------
+
+    def program(self, scheme=None) -> int:
+        """Program the network's current weights once; return pulses spent."""
+        combined = self.net.combined_matrices()
+        return sum(
+            self.matrices[k].program(self._expand(combined[k]), scheme) for k in LAYERS
+        )
+
+    def apply_update(self, delta: dict[str, np.ndarray], scheme) -> int:
+        """Write combined-matrix weight changes with the device's own rule."""
+        pulses = 0
+        for k in LAYERS:
+            d = delta[k]
+            # The bias change is shared among the bias rows like the bias itself.
+            pulses += self.matrices[k].apply_update(self._expand(d), scheme)
+        return pulses
+
+    # -- reading -------------------------------------------------------------------
+
+    def plans(self, noisy: bool = True) -> dict:
+        """Read plans of both layers for the programmed state."""
+        return {k: self.matrices[k].plan(noisy=noisy) for k in LAYERS}
+
+    def read_weights(self, noisy: bool = True) -> dict[str, np.ndarray]:
+        """Combined matrices as software reads them back from the devices."""
+        return {
+            k: self._collapse(self.matrices[k].weights(noisy=noisy)) for k in LAYERS
+        }
+
+    def load_into_network(self, noisy: bool = True) -> None:
+        """Set the network's matrices to the weights read back from the chip."""
+        self.net.set_from_combined(self.read_weights(noisy=noisy))
+
+    @property
+    def pulses(self) -> int:
+        """Programming pulses spent on this network so far."""
+        return sum(m.pulses for m in self.matrices.values())
+
+    def conductances(self) -> np.ndarray:
+        """Conductances of every array of the chip [S], shape (arrays, rows, cols)."""
+        return np.stack([a.g for a in self.chip.arrays])
