@@ -259,7 +259,7 @@ def _subtract_lower(e, s, out):
 # -- block sweep -----------------------------------------------------------------
 
 
-def _factor_block(e_mat, tau: float, last: bool):
+def _factor_block(e_mat, tau: float, last: bool, out=None):
     """One step of the block Cholesky sweep.
 
     ``e_mat = P + carry`` (C-ordered, exactly symmetric) is what block ``p``
@@ -267,9 +267,11 @@ def _factor_block(e_mat, tau: float, last: bool):
     Cholesky factor ``L`` of ``tau I + E`` (``tau`` the conductance of the next
     across segment, or of the across terminals for the last block) and, unless
     ``last``, the carry into the next block, ``series(E, tau) = E - X^T X``
-    with ``X = L^-1 E``.
+    with ``X = L^-1 E``. ``out``, a C-ordered (n, n) array, receives ``L^T``
+    so that ``L`` is its Fortran-ordered transpose (no new memory).
     """
-    m_mat = e_mat.copy()
+    m_mat = np.empty_like(e_mat) if out is None else out
+    np.copyto(m_mat, e_mat)
     m_mat.flat[:: m_mat.shape[0] + 1] += tau
     # Symmetric, so the transposed view is the same matrix in Fortran order.
     low, info = _potrf(m_mat.T, lower=1, clean=1, overwrite_a=1)
@@ -278,6 +280,8 @@ def _factor_block(e_mat, tau: float, last: bool):
             f"block Cholesky factorization failed (LAPACK info {info}); the "
             "conductances or wire resistances are outside the representable range"
         )
+    if out is not None and not np.shares_memory(low, out):
+        out[...] = low.T
     if last:
         return low, None
     x = _trsm(1.0, low, e_mat.T, lower=1)
@@ -287,14 +291,14 @@ def _factor_block(e_mat, tau: float, last: bool):
     return low, carry
 
 
-def _next_block(gp, ch: _Chains, carry, last: bool, f_out):
+def _next_block(gp, ch: _Chains, carry, last: bool, f_out, out=None):
     """Factor the next block of the sweep; fills ``f_out`` (see `_row_schur`)."""
     n = gp.shape[0]
     e_mat = np.empty((n, n))
     _row_schur(gp, ch.a, ch.a0, e_mat, f_out)
     if carry is not None:
         e_mat += carry
-    return _factor_block(e_mat, ch.b0 if last else ch.b, last)
+    return _factor_block(e_mat, ch.b0 if last else ch.b, last, out)
 
 
 def _apply_inverse(low, alpha: float, w):
@@ -303,25 +307,24 @@ def _apply_inverse(low, alpha: float, w):
     return _trsm(alpha, low, t, lower=1, trans_a=1, overwrite_b=1)
 
 
-def _sweep(gc: np.ndarray, ch: _Chains, vin: np.ndarray | None = None, store=False):
+def _sweep(gc: np.ndarray, ch: _Chains, vin: np.ndarray | None = None, store=None):
     """Forward block sweep.
 
     With ``vin`` None returns the (m, n) core ``G_eff``; with ``vin`` (B, m)
     (voltages on the within terminals, across terminals grounded) returns the
-    (B, n) across-terminal currents. With ``store`` also returns the block
-    factors and the ``f`` vectors for later solves.
+    (B, n) across-terminal currents. ``store``, an (m, n, n) array, receives
+    the block factors (``store[p].T`` is ``L_p``); the ``f`` vectors are then
+    returned as well.
     """
     m, n = gc.shape
     cols = m if vin is None else vin.shape[0]
     w = np.zeros((n, cols), order="F")
     f_all = np.empty((m, n))
-    factors = [] if store else None
     carry = None
     for p in range(m):
         last = p == m - 1
-        low, carry = _next_block(gc[p], ch, carry, last, f_all[p])
-        if store:
-            factors.append(low)
+        out = None if store is None else store[p]
+        low, carry = _next_block(gc[p], ch, carry, last, f_all[p], out)
         alpha = ch.b0 if last else ch.b
         if vin is None:
             w[:, p] = f_all[p]
@@ -333,8 +336,8 @@ def _sweep(gc: np.ndarray, ch: _Chains, vin: np.ndarray | None = None, store=Fal
             w += np.outer(f_all[p], vin[:, p])
             w = _apply_inverse(low, alpha, w)
     result = np.ascontiguousarray(w.T)
-    if store:
-        return result, factors, f_all
+    if store is not None:
+        return result, f_all
     return result
 
 
@@ -606,14 +609,14 @@ class IRDropSolver:
         if max_low_rank is None:
             # Direct ~ 2.3 m n^3 + m^2 n^2 flops at BLAS-3 speed; low rank
             # ~ 4 m n^2 k at the lower speed of thin triangular solves.
-            max_low_rank = int((2.3 * n + m) / 16)
+            max_low_rank = int((2.3 * n + m) / 8)
         check_number("max_low_rank", max_low_rank, low=0, integer=True)
         self.max_low_rank = int(max_low_rank) if self.stores_factors else 0
         self.last_path: str | None = None
         self.counts = {"cached": 0, "low_rank": 0, "direct": 0}
         self._base_gc: np.ndarray | None = None
         self._base_z: np.ndarray | None = None
-        self._factors: list | None = None
+        self._factors: np.ndarray | None = None
         self._f: np.ndarray | None = None
         self._last_g: np.ndarray | None = None
         self._last_geff: np.ndarray | None = None
@@ -661,10 +664,13 @@ class IRDropSolver:
     def _direct(self, gc: np.ndarray) -> np.ndarray:
         if not self.stores_factors:
             return _sweep(gc, self._ch)
-        z, factors, f_all = _sweep(gc, self._ch, store=True)
+        if self._factors is None:
+            ch = self._ch
+            self._factors = np.empty((ch.m, ch.n, ch.n))
+        self._base_gc = None  # the buffer is overwritten below
+        z, f_all = _sweep(gc, self._ch, store=self._factors)
         self._base_gc = gc
         self._base_z = z
-        self._factors = factors
         self._f = f_all
         return z
 
@@ -704,7 +710,7 @@ class IRDropSolver:
                 w[qk[idx], idx] -= 1.0
             wst[p] = w.T
             if p < m - 1:
-                w = _apply_inverse(self._factors[p], ch.b, w)
+                w = _apply_inverse(self._factors[p].T, ch.b, w)
         # Back substitution, collecting Y at the terminals and the devices.
         y_in = np.empty((m, k))
         uty = np.empty((k, k))
@@ -714,7 +720,7 @@ class IRDropSolver:
             rhs = np.array(wst[p].T, order="F")
             if y_next is not None:
                 rhs += ch.b * y_next
-            y_p = _apply_inverse(self._factors[p], 1.0, rhs)
+            y_p = _apply_inverse(self._factors[p].T, 1.0, rhs)
             if y_out is None:
                 y_out = np.array(y_p)
             y_in[p] = self._f[p] @ y_p / ch.a0

@@ -52,6 +52,9 @@ RUNS_DIR = Path("runs")
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# Log records with this attribute set go to run.log but not to the console.
+_FILE_ONLY = "lstm_hw_file_only"
+
 # Metric columns of the summary table, in this order; others follow sorted.
 _METRIC_ORDER = (
     "test_rmse",
@@ -342,8 +345,8 @@ def _cmd_run(args) -> int:
             )
             return EXIT_INTERRUPTED
         except _user_errors() as err:
-            # The console gets the one-line error from main(); the log too.
-            logger.debug("the run stopped: %s", err)
+            # main() prints the one-line error; this puts it in run.log too.
+            logger.error("the run stopped: %s", err, extra={_FILE_ONLY: True})
             raise
         except Exception:
             logger.exception("the run failed")
@@ -384,6 +387,7 @@ def _run_logging(run_dir: Path, verbose: bool, bars: bool):
     )
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     console.setLevel(level)
+    console.addFilter(lambda record: not getattr(record, _FILE_ONLY, False))
     logfile = logging.FileHandler(run_dir / "run.log", mode="a", encoding="utf-8")
     logfile.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")

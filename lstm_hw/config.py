@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from crossbar.validation import ParameterError, closest_key, fail
 
 logger = logging.getLogger(__name__)
@@ -263,6 +265,9 @@ def check_value(key: str, kind: str, spec: Spec, value):
 
 def _check_value(key: str, kind: str, spec: Spec, value):
     expected = expected_text(kind, spec)
+    if isinstance(value, np.generic):
+        # Sweeps often come from numpy (np.linspace, np.arange).
+        value = value.item()
     if kind == "bool":
         if not isinstance(value, bool):
             fail(key, expected, value, _type_hint(value))
@@ -782,6 +787,8 @@ class SweepConfig(_Section):
             if key not in keys:
                 valid = [k for k in keys if not k.startswith("sweep.")]
                 raise ConfigError(_unknown_key_message(key, valid, "in sweep.grid"))
+            if isinstance(values, np.ndarray) and values.ndim == 1:
+                values = values.tolist()
             if not isinstance(values, list | tuple) or not values:
                 fail(
                     f"sweep.grid.{key}",

@@ -533,6 +533,13 @@ def _parse_ts(text: str, source: str):
             key, _, rest = line[1:].partition(" ")
             key = key.lower()
             if key == "dimensions":
+                if not rest.strip().isdigit():
+                    raise _data_error(
+                        source,
+                        f"line {line_no}",
+                        "'@dimensions <integer>'",
+                        repr(line),
+                    )
                 dims = int(rest)
             elif key == "classlabel":
                 words = rest.split()
@@ -756,7 +763,12 @@ def load_csv_series(
     )
     check_choice("scale_on", scale_on, ["series", "train"])
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _data_error(
+            str(path), "the file", "UTF-8 text", f"undecodable bytes ({err.reason})"
+        ) from None
     values, label = _read_csv_column(text, str(path), column, header, delimiter)
     logger.info("read %d values of column %r from %s", values.size, label, path)
     return _pairs_dataset(

@@ -59,25 +59,93 @@ PEEPHOLE = 1
 CIFG = 2
 
 
+# Constants of the vectorisable expm1 below: log2(e), ln(2) split so that
+# k * LN2_HI is exact for |k| < 2**11, and 1.5 * 2**52, whose addition rounds a
+# double to an integer that can then be read from the low mantissa bits.
+LOG2E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+ROUNDER = 6755399441055744.0
+ROUNDER_BITS = 0x4338000000000000
+# Taylor coefficients 1/n! of exp for n = 2..13 (|r| <= ln(2)/2 after
+# reduction, so the first omitted term is below 1e-17 of the result).
+E2, E3, E4, E5 = 1 / 2, 1 / 6, 1 / 24, 1 / 120
+E6, E7, E8, E9 = 1 / 720, 1 / 5040, 1 / 40320, 1 / 362880
+E10, E11, E12, E13 = 1 / 3628800, 1 / 39916800, 1 / 479001600, 1 / 6227020800
+
+
+@njit
+def expm1_into(x, out, scratch):
+    """``out = expm1(x)`` elementwise on 1-D arrays, in loops LLVM vectorises.
+
+    The gates of a step need thousands of exponentials; libm's scalar calls
+    cost several times more than this branch-free form, which writes
+    ``x = k ln2 + r`` and ``expm1(x) = 2**k expm1(r) + (2**k - 1)`` with
+    ``2**k`` assembled from its exponent bits in ``scratch``. Arguments are
+    clamped to [-708, 709], so the result is always finite; the relative error
+    is about one unit in the last place. ``x`` and ``out`` may be the same
+    array; ``scratch`` must be distinct from both.
+    """
+    n = x.shape[0]
+    for k in range(n):
+        xk = min(max(x[k], -708.0), 709.0)
+        shifted = xk * LOG2E + ROUNDER
+        kf = shifted - ROUNDER
+        r = (xk - kf * LN2_HI) - kf * LN2_LO
+        p = E13
+        p = p * r + E12
+        p = p * r + E11
+        p = p * r + E10
+        p = p * r + E9
+        p = p * r + E8
+        p = p * r + E7
+        p = p * r + E6
+        p = p * r + E5
+        p = p * r + E4
+        p = p * r + E3
+        p = p * r + E2
+        out[k] = r + r * r * p
+        scratch[k] = shifted
+    bits = scratch.view(np.int64)
+    for k in range(n):
+        bits[k] = (bits[k] - ROUNDER_BITS + 1023) << 52
+    for k in range(n):
+        s = scratch[k]
+        out[k] = s * out[k] + (s - 1.0)
+
+
+@njit
+def sigmoid_from_expm1(m):
+    """``sigmoid(z)`` given ``m = expm1(-z)``: ``1 / (1 + exp(-z))``."""
+    return 1.0 / (2.0 + m)
+
+
+@njit
+def tanh_from_expm1(m):
+    """``tanh(z)`` given ``m = expm1(-2 z)``; exact sign and no overflow."""
+    return -m / (2.0 + m)
+
+
 @njit
 def sigmoid(x):
-    """Logistic function of a scalar (no overflow for large ``|x|``)."""
-    return 1.0 / (1.0 + math.exp(-x))
+    """Logistic function of a 1-D array (a fresh array)."""
+    m = -x
+    expm1_into(m, m, np.empty_like(m))
+    out = np.empty_like(m)
+    for k in range(m.shape[0]):
+        out[k] = sigmoid_from_expm1(m[k])
+    return out
 
 
 @njit
 def tanh(x):
-    """Hyperbolic tangent of a scalar via ``expm1`` (faster than libm tanh).
-
-    Relative error stays at the level of a few units in the last place,
-    including near zero, because ``expm1`` avoids the cancellation of
-    ``1 - exp(-2|x|)``.
-    """
-    e = math.expm1(-2.0 * abs(x))
-    t = -e / (2.0 + e)
-    if x < 0.0:
-        return -t
-    return t
+    """Hyperbolic tangent of a 1-D array (a fresh array)."""
+    m = -2.0 * x
+    expm1_into(m, m, np.empty_like(m))
+    out = np.empty_like(m)
+    for k in range(m.shape[0]):
+        out[k] = tanh_from_expm1(m[k])
+    return out
 
 
 @njit
@@ -159,46 +227,72 @@ def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed):
     c = c0.copy()
     cells[0] = c0
     z = np.empty((batch, rows))
+    # Arguments of expm1: -z for sigmoid gates, -2 z for the tanh gate g.
+    scale = np.full(rows, -1.0)
+    scale[og:og + hidden] = -2.0
+    arg = np.empty(batch * rows)
+    m = np.empty(batch * rows)
+    scratch = np.empty(batch * rows)
+    arg2d = arg.reshape((batch, rows))
+    m2d = m.reshape((batch, rows))
+    # Second round: tanh(c_t) and, for peepholes, the output gate on c_t.
+    n2 = (2 if peephole else 1) * batch * hidden
+    arg_c = np.empty(2 * batch * hidden)
+    m_c = np.empty(2 * batch * hidden)
+    scratch_c = np.empty(2 * batch * hidden)
+    arg_c3 = arg_c.reshape((2, batch, hidden))
+    m_c3 = m_c.reshape((2, batch, hidden))
+    c_new = np.empty((batch, hidden))
     for t in range(n_steps):
         u = u_all[t]
         _fill_inputs(u, x, t, h, n_x, hidden)
         plan_matvec(plan, u, z)
+        if peephole:
+            for b in range(batch):
+                for j in range(hidden):
+                    z[b, oi + j] += peep[0, j] * c[b, j]
+                    z[b, of + j] += peep[1, j] * c[b, j]
+        for b in range(batch):
+            for j in range(rows):
+                arg2d[b, j] = scale[j] * z[b, j]
+        expm1_into(arg, m, scratch)
         a = gates[t]
         for b in range(batch):
+            for j in range(hidden):
+                ig = sigmoid_from_expm1(m2d[b, oi + j])
+                if cifg:
+                    fg = 1.0 - ig
+                else:
+                    fg = sigmoid_from_expm1(m2d[b, of + j])
+                    a[b, of + j] = fg
+                gg = tanh_from_expm1(m2d[b, og + j])
+                a[b, oi + j] = ig
+                a[b, og + j] = gg
+                cc = fg * c[b, j] + ig * gg
+                c_new[b, j] = cc
+                arg_c3[0, b, j] = -2.0 * cc
+            if peephole:
+                for j in range(hidden):
+                    arg_c3[1, b, j] = -(z[b, oo + j] + peep[2, j] * c_new[b, j])
+            else:
+                for j in range(hidden):
+                    a[b, oo + j] = sigmoid_from_expm1(m2d[b, oo + j])
+        expm1_into(arg_c[:n2], m_c[:n2], scratch_c[:n2])
+        for b in range(batch):
+            if peephole:
+                for j in range(hidden):
+                    a[b, oo + j] = sigmoid_from_expm1(m_c3[1, b, j])
             if t >= lengths[b]:
+                # Padding: the state stays frozen, the output stays zero.
                 for j in range(hidden):
                     cells[t + 1, b, j] = c[b, j]
                 continue
             for j in range(hidden):
-                c_prev = c[b, j]
-                zi = z[b, oi + j]
-                zo = z[b, oo + j]
-                if peephole:
-                    zi += peep[0, j] * c_prev
-                    zf = z[b, of + j] + peep[1, j] * c_prev
-                    ig = sigmoid(zi)
-                    fg = sigmoid(zf)
-                elif cifg:
-                    ig = sigmoid(zi)
-                    fg = 1.0 - ig
-                else:
-                    ig = sigmoid(zi)
-                    fg = sigmoid(z[b, of + j])
-                gg = tanh(z[b, og + j])
-                cc = fg * c_prev + ig * gg
-                if peephole:
-                    zo += peep[2, j] * cc
-                og_ = sigmoid(zo)
-                tc = tanh(cc)
-                hh = og_ * tc
-                a[b, oi + j] = ig
-                if not cifg:
-                    a[b, of + j] = fg
-                a[b, og + j] = gg
-                a[b, oo + j] = og_
-                c[b, j] = cc
+                tc = tanh_from_expm1(m_c3[0, b, j])
+                hh = a[b, oo + j] * tc
+                c[b, j] = c_new[b, j]
                 h[b, j] = hh
-                cells[t + 1, b, j] = cc
+                cells[t + 1, b, j] = c_new[b, j]
                 tanh_c[t, b, j] = tc
                 out[b, t, j] = hh
     for t in range(n_steps, steps):
@@ -336,24 +430,40 @@ def gru_forward(plan, x, lengths, h0, seed):
     h = h0.copy()
     z = np.empty((batch, rows))
     h2, h3 = 2 * hidden, 3 * hidden
+    # expm1 arguments: -z for the r and z gates, then -2 (n_x + r n_h).
+    arg = np.empty(batch * h2)
+    m = np.empty(batch * h2)
+    scratch = np.empty(batch * h2)
+    arg2d = arg.reshape((batch, h2))
+    m2d = m.reshape((batch, h2))
+    arg_n = np.empty((batch, hidden))
+    m_n = np.empty((batch, hidden))
     for t in range(n_steps):
         u = u_all[t]
         _fill_inputs(u, x, t, h, n_x, hidden)
         plan_matvec(plan, u, z)
+        for b in range(batch):
+            for j in range(h2):
+                arg2d[b, j] = -z[b, j]
+        expm1_into(arg, m, scratch)
         a = gates[t]
+        for b in range(batch):
+            for j in range(h2):
+                a[b, j] = sigmoid_from_expm1(m2d[b, j])
+            for j in range(hidden):
+                nh = z[b, h3 + j]
+                a[b, h3 + j] = nh
+                arg_n[b, j] = -2.0 * (z[b, h2 + j] + a[b, j] * nh)
+        expm1_into(arg_n.reshape(batch * hidden), m_n.reshape(batch * hidden),
+                   scratch[:batch * hidden])
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             for j in range(hidden):
-                r = sigmoid(z[b, j])
-                zz = sigmoid(z[b, hidden + j])
-                nh = z[b, h3 + j]
-                n = tanh(z[b, h2 + j] + r * nh)
+                n = tanh_from_expm1(m_n[b, j])
+                zz = a[b, hidden + j]
                 hh = (1.0 - zz) * n + zz * h[b, j]
-                a[b, j] = r
-                a[b, hidden + j] = zz
                 a[b, h2 + j] = n
-                a[b, h3 + j] = nh
                 h[b, j] = hh
                 out[b, t, j] = hh
     return out, h, u_all, gates

@@ -127,10 +127,10 @@ class Optimizer:
         self.step_count += 1
         names = self._buffer_names()
         for key, p in params.items():
-            state = self.state.get(key)
-            if state is None:
-                state = {name: np.zeros_like(p) for name in names}
-                self.state[key] = state
+            state = self.state.setdefault(key, {})
+            for name in names:
+                if name not in state:
+                    state[name] = np.zeros_like(p)
             self._update(p, np.asarray(grads[key], dtype=np.float64), state)
 
     def _buffer_names(self, hyper: dict | None = None) -> tuple[str, ...]:

@@ -122,11 +122,14 @@ def _check_net(net) -> None:
 
 
 def _forward(net, x, lengths, plans, seed: int) -> np.ndarray:
-    """One forward pass; lengths are dropped when every sequence is full."""
+    """One forward pass; lengths are dropped when every sequence is full.
+
+    The dataset's arrays are read-only; writable copies are passed so that
+    jitted kernels see one array type (no second compilation)."""
     full = bool(np.all(lengths == x.shape[1]))
     y = net.forward(
-        np.ascontiguousarray(x),
-        lengths=None if full else lengths,
+        np.array(x, dtype=np.float64, order="C"),
+        lengths=None if full else np.array(lengths, dtype=np.int64),
         plans=plans,
         seed=seed,
     )

@@ -202,6 +202,13 @@ def test_csv_errors(tmp_path, text, kwargs, pattern):
         assert str(path) in str(info.value)
 
 
+def test_csv_not_utf8(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("v\n1\n2\n3\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin.csv: the file must be UTF-8 text"):
+        load_csv_series(path)
+
+
 def test_csv_parameter_errors(tmp_path):
     path = write(tmp_path, "s.csv", "v\n1\n2\n3\n")
     with pytest.raises(ParameterError, match="parameter 'train_fraction'"):

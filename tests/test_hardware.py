@@ -1,0 +1,97 @@
+"""Networks mapped onto crossbars."""
+
+import numpy as np
+import pytest
+
+from crossbar.array import ArrayParams
+from crossbar.device import DeviceParams
+from crossbar.differential import DifferentialMapping
+from crossbar.programming import GateVoltageScheme
+from crossbar.tiling import Chip
+from crossbar.validation import ParameterError
+from lstm_hw import GRU, LSTM, Dense
+from lstm_hw.hardware import HardwareNetwork
+from lstm_hw.network import Network
+
+IDEAL = DeviceParams(g_min=0.0, g_max=400e-6)
+
+
+def _net(cell="lstm", variant="vanilla", n_x=3, hidden=5, out=2, seed=0):
+    rng = np.random.default_rng(seed)
+    rnn = (
+        LSTM(n_x, hidden, variant=variant, rng=rng)
+        if cell == "lstm"
+        else GRU(n_x, hidden, rng=rng)
+    )
+    return Network(rnn, Dense(hidden, out, activation="sigmoid", rng=rng), "all")
+
+
+def _hw(net, device=IDEAL, rows=128, cols=64, placement="paper", **kw):
+    chip = Chip(ArrayParams(rows=rows, cols=cols), device, np.random.default_rng(1))
+    mapping = DifferentialMapping(g_unit=100e-6, reference="center")
+    return HardwareNetwork(net, chip, mapping, placement=placement, **kw)
+
+
+@pytest.mark.parametrize(
+    "cell,variant",
+    [("lstm", "vanilla"), ("lstm", "peephole"), ("lstm", "cifg"), ("gru", "vanilla")],
+)
+@pytest.mark.parametrize("bias_rows", [1, 3])
+def test_noise_free_hardware_forward_equals_software(cell, variant, bias_rows):
+    net = _net(cell, variant)
+    x = np.random.default_rng(2).uniform(-2, 2, size=(4, 6, 3))
+    y_soft = net.forward(x)
+    hw = _hw(net, bias_rows=bias_rows, bias_voltage=0.1, x_scale=2.0)
+    hw.program()
+    y_hw = net.forward(x, plans=hw.plans())
+    np.testing.assert_allclose(y_hw, y_soft, atol=1e-10)
+    # Reading the weights back gives the software weights again.
+    before = net.combined_matrices()
+    hw.load_into_network(noisy=False)
+    for k, m in net.combined_matrices().items():
+        np.testing.assert_allclose(m, before[k], atol=1e-12)
+
+
+def test_paper_placement_side_by_side_then_stacked_then_error():
+    hw = _hw(_net(n_x=1, hidden=15, out=1))
+    assert hw.matrices["head"].tiles[0].col == 60
+    assert hw.matrices["head"].tiles[0].row == 0
+    hw = _hw(_net(n_x=12, hidden=14, out=9))
+    assert hw.matrices["head"].tiles[0].row == 54
+    assert hw.matrices["head"].tiles[0].col == 0
+    with pytest.raises(ParameterError, match="placement 'paper'"):
+        _hw(_net(n_x=50, hidden=14, out=9))
+    hw = _hw(_net(n_x=50, hidden=14, out=9), placement="tiled")
+    assert len(hw.matrices["rnn"].tiles) == 2
+
+
+def test_insitu_update_reaches_the_read_back_weights():
+    net = _net()
+    dev = DeviceParams.li2019(prog_noise=0.0)
+    hw = _hw(net, device=dev)
+    scheme = GateVoltageScheme()
+    hw.program(scheme)
+    hw.load_into_network(noisy=False)
+    start = net.combined_matrices()
+    delta = {k: np.full_like(m, 0.01) for k, m in start.items()}
+    pulses = hw.apply_update(delta, scheme)
+    assert pulses > 0 and hw.pulses >= pulses
+    hw.load_into_network(noisy=False)
+    for k, m in net.combined_matrices().items():
+        np.testing.assert_allclose(m - start[k], 0.01, atol=1e-9)
+
+
+def test_programming_noise_changes_outputs_reproducibly():
+    dev = DeviceParams.li2019(prog_noise=4e-6)
+    x = np.random.default_rng(3).uniform(0, 1, size=(2, 5, 3))
+
+    def once():
+        net = _net()
+        hw = _hw(net, device=dev)
+        hw.program()
+        return net.forward(x, plans=hw.plans(), seed=7), net.forward(x)
+
+    a, soft = once()
+    b, _ = once()
+    assert np.array_equal(a, b)
+    assert 1e-4 < np.abs(a - soft).max() < 0.5
