@@ -49,7 +49,7 @@ import numpy as np
 from scipy.linalg import blas, lapack
 
 from crossbar.jit import njit
-from crossbar.validation import ParameterError, check_array, check_number, fail
+from crossbar.validation import check_array, check_number, fail
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _from_core(z: np.ndarray, ch: _Chains) -> np.ndarray:
     return np.ascontiguousarray(z)
 
 
-# -- kernels -------------------------------------------------------------------
+# -- kernels ------------------------------------------------------------------
 
 
 @njit
@@ -256,7 +256,7 @@ def _subtract_lower(e, s, out):
             out[i, j] = e[i, j] - s[j, i]
 
 
-# -- block sweep -----------------------------------------------------------------
+# -- block sweep --------------------------------------------------------------
 
 
 def _factor_block(e_mat, tau: float, last: bool, out=None):
@@ -410,7 +410,7 @@ def _node_solve(gc, ch, vin, vacr, max_bytes: int):
     return x.transpose(1, 0, 2), y.transpose(1, 0, 2)
 
 
-# -- input checks ------------------------------------------------------------------
+# -- input checks -------------------------------------------------------------
 
 
 def _check_g(g, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -429,7 +429,7 @@ def _check_v(v, rows: int) -> np.ndarray:
     return v
 
 
-# -- public functions ------------------------------------------------------------
+# -- public functions ---------------------------------------------------------
 
 
 def effective_conductance(
@@ -547,7 +547,7 @@ def node_voltages(
     return v_row, v_col
 
 
-# -- reusable solver -------------------------------------------------------------
+# -- reusable solver ----------------------------------------------------------
 
 
 class IRDropSolver:

@@ -474,6 +474,17 @@ class Experiment:
             snapshots,
         )
 
+    def metrics(self) -> dict:
+        """The content of ``metrics.json`` for the modes run so far."""
+        out = {
+            "task": self.cfg.task.name,
+            "seed": int(self.cfg.seed),
+            "modes": {m: self.results[m].metrics for m in self.results},
+        }
+        if self.dataset.task == "regression" and self.dataset.per_step:
+            out["persistence_rmse"] = float(data_mod.persistence_rmse(self.dataset))
+        return out
+
     def run_mode(self, mode: str) -> ModeResult:
         runner = {
             "ideal": self.run_ideal,
@@ -488,11 +499,34 @@ class Experiment:
         return result
 
 
+def run_modes(cfg, run_dir=None, resume: bool = False, progress: bool = False):
+    """Run (or, with ``resume``, load) every mode; return the :class:`Experiment`.
+
+    Each finished mode is saved under ``run_dir/modes/<mode>`` unless
+    ``run_dir`` is None.
+    """
+    exp = Experiment(cfg, progress=progress)
+    for mode in cfg.modes:
+        folder = None if run_dir is None else Path(run_dir) / "modes" / mode
+        if resume and folder is not None:
+            done = ModeResult.load(folder)
+            if done is not None:
+                logger.info("mode %s: loaded from %s", mode, folder)
+                exp.results[mode] = done
+                continue
+        result = exp.run_mode(mode)
+        if folder is not None:
+            result.save(folder)
+    return exp
+
+
 def run_experiment(cfg, run_dir, resume: bool = False, progress: bool = False) -> dict:
     """Run every mode of ``cfg``, writing results into ``run_dir``.
 
-    With ``resume``, modes whose results are already in ``run_dir`` are
-    loaded instead of run again; since every mode draws from its own stream
+    With ``run_dir`` None nothing is written (for notebooks and quick
+    studies); :func:`run_modes` also returns the full results. With
+    ``resume``, modes whose results are already in ``run_dir`` are loaded
+    instead of run again; since every mode draws from its own stream
     of the seed, the final numbers equal those of an uninterrupted run.
 
     Returns the content of ``metrics.json``.
@@ -500,25 +534,12 @@ def run_experiment(cfg, run_dir, resume: bool = False, progress: bool = False) -
     from lstm_hw.plots import save_plots
     from lstm_hw.results import write_csv, write_json
 
+    exp = run_modes(cfg, run_dir, resume=resume, progress=progress)
+    metrics = exp.metrics()
+    if run_dir is None:
+        return metrics
     run_dir = Path(run_dir)
-    exp = Experiment(cfg, progress=progress)
-    for mode in cfg.modes:
-        folder = run_dir / "modes" / mode
-        if resume:
-            done = ModeResult.load(folder)
-            if done is not None:
-                logger.info("mode %s: loaded from %s", mode, folder)
-                exp.results[mode] = done
-                continue
-        exp.run_mode(mode).save(folder)
 
-    metrics = {
-        "task": cfg.task.name,
-        "seed": int(cfg.seed),
-        "modes": {m: exp.results[m].metrics for m in cfg.modes},
-    }
-    if exp.dataset.task == "regression" and exp.dataset.per_step:
-        metrics["persistence_rmse"] = float(data_mod.persistence_rmse(exp.dataset))
     rows = []
     for m in cfg.modes:
         h = exp.results[m].history

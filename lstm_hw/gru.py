@@ -15,6 +15,7 @@ import numpy as np
 from crossbar.validation import check_array, check_number, fail
 from lstm_hw import kernels
 from lstm_hw.lstm import (
+    check_d_out,
     check_plan,
     check_seed,
     check_sequence,
@@ -76,6 +77,8 @@ class GRU:
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.grad_h0: np.ndarray | None = None
         self._cache: dict | None = None
+        self._ws: dict = {}
+        self._ws_key: tuple | None = None
 
     def __repr__(self) -> str:
         return f"GRU(input_size={self.input_size}, hidden_size={self.hidden_size})"
@@ -172,9 +175,11 @@ class GRU:
         seed = check_seed(seed)
         matrix = self.combined_matrix()
         plan = check_plan(plan, matrix, self.input_size, h)
-        out, h_n, u_all, gates = kernels.gru_forward(plan, x, lens, h0, seed)
-        self._cache = {"matrix": matrix, "lengths": lens, "u_all": u_all,
-                       "gates": gates, "shape": x.shape}
+        ws = self._workspace(batch, steps, plan.n_in)
+        out, h_n = kernels.gru_forward(plan, x, lens, h0, seed, ws["u_all"],
+                                       ws["gates"])
+        self._cache = {"matrix": matrix, "lengths": lens, "shape": x.shape,
+                       "ws": ws}
         return out, h_n
 
     def backward(self, d_out, d_state=None, truncate=None, input_grad=True):
@@ -182,9 +187,10 @@ class GRU:
 
         Parameters
         ----------
-        d_out : array (B, T, H)
+        d_out : array (B, T, H) or None
             Gradient of the loss with respect to the output sequence; entries
-            at padded steps are ignored.
+            at padded steps are ignored. None stands for zeros (a loss on the
+            final state only).
         d_state : array (B, H), optional
             Gradient with respect to the final state.
         truncate : int, optional
@@ -202,15 +208,16 @@ class GRU:
         cache = self._cache
         batch, steps, n_x = cache["shape"]
         h = self.hidden_size
-        d_out = check_array("d_out", d_out, shape=(batch, steps, h))
+        d_out, use_d_out = check_d_out(d_out, batch, steps, h)
         d_h = check_state("d_state", d_state, batch, h)
         trunc = check_truncate(truncate)
         m = cache["matrix"]
         w_ih = np.ascontiguousarray(m[:, :n_x])
         w_hh = np.ascontiguousarray(m[:, n_x:n_x + h])
+        ws = cache["ws"]
         d_comb, d_x, d_h0 = kernels.gru_backward(
-            w_ih, w_hh, cache["lengths"], cache["u_all"], cache["gates"],
-            np.ascontiguousarray(d_out), d_h, trunc, bool(input_grad),
+            w_ih, w_hh, cache["lengths"], ws["u_all"], ws["gates"], d_out,
+            use_d_out, d_h, trunc, bool(input_grad), ws["dz"],
         )
         g = self.grads
         col_b = n_x + h
@@ -224,6 +231,19 @@ class GRU:
         g["bias_hh"][2 * h:] = d_comb[3 * h:, col_b]
         self.grad_h0 = d_h0
         return d_x if input_grad else None
+
+    def _workspace(self, batch: int, steps: int, n_in: int) -> dict:
+        """Work arrays of the kernels, kept while the shapes stay the same."""
+        key = (batch, steps, n_in)
+        if self._ws_key != key:
+            rows = self.gate_rows
+            self._ws = {
+                "u_all": np.zeros((steps, batch, n_in)),
+                "gates": np.zeros((steps, batch, rows)),
+                "dz": np.zeros((steps, batch, rows)),
+            }
+            self._ws_key = key
+        return self._ws
 
     @property
     def lengths(self) -> np.ndarray | None:

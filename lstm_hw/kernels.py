@@ -45,7 +45,6 @@ recurrent part, ``n = tanh(n_x + r * n_h)``.
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
@@ -162,50 +161,56 @@ def _fill_inputs(u, x, t, h, n_x, n_h):
 
 
 @njit
-def _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx, d_x):
-    """``dZ.T @ U`` over all valid steps, and ``dZ @ W_ih`` into ``d_x``.
+def _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx):
+    """``dZ.T @ U`` over all valid steps and, if wanted, ``dZ @ W_ih``.
 
-    ``dz`` (T, B, G) and ``u_all`` (T, B, n_in) are time-major; ``d_x`` is
-    (B, T, I) batch-first and left at zero beyond ``n_steps``.
+    ``dz`` (T, B, G) and ``u_all`` (T, B, n_in) are time-major. Returns the
+    combined-matrix gradient (G, n_in) and the input gradient (B, T, I),
+    zero beyond ``n_steps`` (an empty array when ``need_dx`` is False).
     """
     steps, batch, rows = dz.shape
     n_in = u_all.shape[2]
-    if n_steps == 0:
-        return np.zeros((rows, n_in))
+    n_x = w_ih.shape[1]
     dz2 = dz[:n_steps].reshape((n_steps * batch, rows))
     u2 = u_all[:n_steps].reshape((n_steps * batch, n_in))
     d_comb = np.dot(dz2.T, u2)
-    if need_dx:
-        n_x = w_ih.shape[1]
-        dx2 = np.dot(dz2, w_ih)
-        for t in range(n_steps):
-            for b in range(batch):
-                r = t * batch + b
-                for k in range(n_x):
-                    d_x[b, t, k] = dx2[r, k]
-    return d_comb
+    if not need_dx:
+        return d_comb, np.zeros((0, 0, 0))
+    d_x = np.zeros((batch, steps, n_x))
+    # Step by step into a small buffer: no large time-major temporary.
+    buf = np.empty((batch, n_x))
+    for t in range(n_steps):
+        np.dot(dz[t], w_ih, buf)
+        for b in range(batch):
+            for k in range(n_x):
+                d_x[b, t, k] = buf[b, k]
+    return d_comb, d_x
 
 
 # --------------------------------------------------------------------- LSTM
 
 
 @njit
-def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed):
+def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed, u_all, gates,
+                 cells, tanh_c):
     """Run an LSTM layer over ``x`` (B, T, I) through ``plan``.
+
+    The caller owns the work arrays, which keep what the backward pass needs
+    and are overwritten here (reusing them spares the page faults of fresh
+    large allocations on every call): ``u_all`` (T, B, n_in) the inputs
+    ``u_t``; ``gates`` (T, B, G) the gate activations in the row order of the
+    plan; ``cells`` (T + 1, B, H) the cell states with ``cells[0] = c0``;
+    ``tanh_c`` (T, B, H) ``tanh(c_t)``. Entries of padded steps are not
+    meaningful.
 
     Returns
     -------
     out : (B, T, H) hidden states, zero at padded steps.
     h_n, c_n : (B, H) states at each sequence's last valid step.
-    u_all : (T, B, n_in) the inputs ``u_t`` of every step.
-    gates : (T, B, G) gate activations in the row order of the plan.
-    cells : (T + 1, B, H) cell states, ``cells[0] = c0``.
-    tanh_c : (T, B, H) ``tanh(c_t)``.
     """
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (numba seeds its own generator)
     batch, steps, n_x = x.shape
     hidden = h0.shape[1]
-    n_in = plan.n_in
     rows = plan.n_out
     cifg = variant == CIFG
     peephole = variant == PEEPHOLE
@@ -219,10 +224,6 @@ def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed):
         n_steps = max(n_steps, lengths[b])
 
     out = np.zeros((batch, steps, hidden))
-    u_all = np.zeros((steps, batch, n_in))
-    gates = np.zeros((steps, batch, rows))
-    cells = np.zeros((steps + 1, batch, hidden))
-    tanh_c = np.zeros((steps, batch, hidden))
     h = h0.copy()
     c = c0.copy()
     cells[0] = c0
@@ -297,7 +298,7 @@ def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed):
                 out[b, t, j] = hh
     for t in range(n_steps, steps):
         cells[t + 1] = c
-    return out, h, c, u_all, gates, cells, tanh_c
+    return out, h, c
 
 
 @njit
@@ -312,28 +313,30 @@ def lstm_backward(
     cells,
     tanh_c,
     d_out,
+    use_d_out,
     d_hn,
     d_cn,
     truncate,
     need_dx,
+    dz,
 ):
     """BPTT of :func:`lstm_forward` on the software weights.
 
     ``w_ih`` (G, I) and ``w_hh`` (G, H) are the input and recurrent columns of
     the combined matrix (contiguous copies). ``d_out`` (B, T, H) is the
-    gradient of the output sequence, ``d_hn`` and ``d_cn`` (B, H) those of the
-    final state.
+    gradient of the output sequence (ignored unless ``use_d_out``), ``d_hn``
+    and ``d_cn`` (B, H) those of the final state. ``dz`` (T, B, G) is a work
+    array for the gate pre-activation gradients, overwritten.
 
     Returns
     -------
     d_comb : (G, n_in) gradient of the combined matrix.
     d_peep : (3, H) gradient of the peephole weights (zero unless peephole).
-    d_x : (B, T, I) input gradient (zeros when ``need_dx`` is False).
+    d_x : (B, T, I) input gradient (empty when ``need_dx`` is False).
     d_h0, d_c0 : (B, H) gradients of the initial state.
     """
     steps, batch, rows = gates.shape
     hidden = w_hh.shape[1]
-    n_x = w_ih.shape[1]
     cifg = variant == CIFG
     peephole = variant == PEEPHOLE
     if cifg:
@@ -344,7 +347,6 @@ def lstm_backward(
     for b in range(batch):
         n_steps = max(n_steps, lengths[b])
 
-    dz = np.zeros((steps, batch, rows))
     d_peep = np.zeros((3, hidden))
     dh = np.zeros((batch, hidden))
     dc = np.zeros((batch, hidden))
@@ -354,13 +356,18 @@ def lstm_backward(
         for b in range(batch):
             last = lengths[b] - 1
             if t > last:
+                for k in range(rows):
+                    g_t[b, k] = 0.0
                 continue
             if t == last:
                 for j in range(hidden):
                     dh[b, j] += d_hn[b, j]
                     dc[b, j] += d_cn[b, j]
+            if use_d_out:
+                for j in range(hidden):
+                    dh[b, j] += d_out[b, t, j]
             for j in range(hidden):
-                dhj = dh[b, j] + d_out[b, t, j]
+                dhj = dh[b, j]
                 ig = a[b, oi + j]
                 gg = a[b, og + j]
                 og_ = a[b, oo + j]
@@ -396,8 +403,7 @@ def lstm_backward(
         if truncate > 0 and t > 0 and t % truncate == 0:
             dh[:, :] = 0.0
             dc[:, :] = 0.0
-    d_x = np.zeros((batch, steps, n_x))
-    d_comb = _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx, d_x)
+    d_comb, d_x = _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx)
     return d_comb, d_peep, d_x, dh, dc
 
 
@@ -405,28 +411,27 @@ def lstm_backward(
 
 
 @njit
-def gru_forward(plan, x, lengths, h0, seed):
+def gru_forward(plan, x, lengths, h0, seed, u_all, gates):
     """Run a GRU layer over ``x`` (B, T, I) through ``plan`` (4H rows).
+
+    Work arrays owned by the caller and overwritten: ``u_all`` (T, B, n_in)
+    the inputs ``u_t``; ``gates`` (T, B, 4H) ``r, z, n`` and the recurrent
+    part ``n_h`` of the new gate.
 
     Returns
     -------
     out : (B, T, H) hidden states, zero at padded steps.
     h_n : (B, H) state at each sequence's last valid step.
-    u_all : (T, B, n_in) the inputs ``u_t`` of every step.
-    gates : (T, B, 4H) ``r, z, n`` and the recurrent part ``n_h``.
     """
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (numba seeds its own generator)
     batch, steps, n_x = x.shape
     hidden = h0.shape[1]
-    n_in = plan.n_in
     rows = plan.n_out
     n_steps = 0
     for b in range(batch):
         n_steps = max(n_steps, lengths[b])
 
     out = np.zeros((batch, steps, hidden))
-    u_all = np.zeros((steps, batch, n_in))
-    gates = np.zeros((steps, batch, rows))
     h = h0.copy()
     z = np.empty((batch, rows))
     h2, h3 = 2 * hidden, 3 * hidden
@@ -436,8 +441,10 @@ def gru_forward(plan, x, lengths, h0, seed):
     scratch = np.empty(batch * h2)
     arg2d = arg.reshape((batch, h2))
     m2d = m.reshape((batch, h2))
-    arg_n = np.empty((batch, hidden))
-    m_n = np.empty((batch, hidden))
+    arg_n = np.empty(batch * hidden)
+    m_n = np.empty(batch * hidden)
+    arg_n2d = arg_n.reshape((batch, hidden))
+    m_n2d = m_n.reshape((batch, hidden))
     for t in range(n_steps):
         u = u_all[t]
         _fill_inputs(u, x, t, h, n_x, hidden)
@@ -453,35 +460,36 @@ def gru_forward(plan, x, lengths, h0, seed):
             for j in range(hidden):
                 nh = z[b, h3 + j]
                 a[b, h3 + j] = nh
-                arg_n[b, j] = -2.0 * (z[b, h2 + j] + a[b, j] * nh)
-        expm1_into(arg_n.reshape(batch * hidden), m_n.reshape(batch * hidden),
-                   scratch[:batch * hidden])
+                arg_n2d[b, j] = -2.0 * (z[b, h2 + j] + a[b, j] * nh)
+        expm1_into(arg_n, m_n, scratch[:batch * hidden])
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             for j in range(hidden):
-                n = tanh_from_expm1(m_n[b, j])
+                n = tanh_from_expm1(m_n2d[b, j])
                 zz = a[b, hidden + j]
                 hh = (1.0 - zz) * n + zz * h[b, j]
                 a[b, h2 + j] = n
                 h[b, j] = hh
                 out[b, t, j] = hh
-    return out, h, u_all, gates
+    return out, h
 
 
 @njit
-def gru_backward(w_ih, w_hh, lengths, u_all, gates, d_out, d_hn, truncate, need_dx):
+def gru_backward(w_ih, w_hh, lengths, u_all, gates, d_out, use_d_out, d_hn,
+                 truncate, need_dx, dz):
     """BPTT of :func:`gru_forward` on the software weights.
 
     ``w_ih`` (4H, I) and ``w_hh`` (4H, H) are column blocks of the combined
     matrix (the ``n_x`` rows of ``w_hh`` and the ``n_h`` rows of ``w_ih`` are
-    zero there).
+    zero there). ``d_out`` is ignored unless ``use_d_out``; ``dz`` (T, B, 4H)
+    is a work array, overwritten.
 
     Returns
     -------
     d_comb : (4H, n_in) gradient of the combined matrix (dense: the caller
         keeps only the blocks that exist).
-    d_x : (B, T, I) input gradient (zeros when ``need_dx`` is False).
+    d_x : (B, T, I) input gradient (empty when ``need_dx`` is False).
     d_h0 : (B, H) gradient of the initial state.
     """
     steps, batch, rows = gates.shape
@@ -492,7 +500,6 @@ def gru_backward(w_ih, w_hh, lengths, u_all, gates, d_out, d_hn, truncate, need_
     for b in range(batch):
         n_steps = max(n_steps, lengths[b])
 
-    dz = np.zeros((steps, batch, rows))
     dh = np.zeros((batch, hidden))
     dh_rec = np.zeros((batch, hidden))
     for t in range(n_steps - 1, -1, -1):
@@ -502,13 +509,17 @@ def gru_backward(w_ih, w_hh, lengths, u_all, gates, d_out, d_hn, truncate, need_
         for b in range(batch):
             last = lengths[b] - 1
             if t > last:
-                dh[b, :] = 0.0
+                for k in range(rows):
+                    g_t[b, k] = 0.0
                 continue
             if t == last:
                 for j in range(hidden):
                     dh[b, j] += d_hn[b, j]
+            if use_d_out:
+                for j in range(hidden):
+                    dh[b, j] += d_out[b, t, j]
             for j in range(hidden):
-                dhj = dh[b, j] + d_out[b, t, j]
+                dhj = dh[b, j]
                 r = a[b, j]
                 zz = a[b, hidden + j]
                 n = a[b, h2 + j]
@@ -525,8 +536,7 @@ def gru_backward(w_ih, w_hh, lengths, u_all, gates, d_out, d_hn, truncate, need_
         dh += dh_rec
         if truncate > 0 and t > 0 and t % truncate == 0:
             dh[:, :] = 0.0
-    d_x = np.zeros((batch, steps, n_x))
-    d_comb = _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx, d_x)
+    d_comb, d_x = _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx)
     return d_comb, d_x, dh
 
 
@@ -539,7 +549,7 @@ def dense_forward(plan, x2, seed):
 
     ``x2`` is (N, I); the plan sees ``u = [x, 1...1]`` of width ``plan.n_in``.
     """
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (numba seeds its own generator)
     n, n_x = x2.shape
     u = np.ones((n, plan.n_in))
     u[:, :n_x] = x2

@@ -126,6 +126,14 @@ def check_plan(plan, matrix: np.ndarray, n_x: int, n_h: int) -> ReadPlan:
     return plan
 
 
+def check_d_out(d_out, batch: int, steps: int, hidden: int):
+    """The output gradient (B, T, H) and whether it is used (None: zeros)."""
+    if d_out is None:
+        return np.zeros((1, 1, 1)), False
+    arr = check_array("d_out", d_out, shape=(batch, steps, hidden))
+    return np.ascontiguousarray(arr), True
+
+
 def check_seed(seed) -> int:
     """Seed of the numba generator (read noise of hardware plans)."""
     check_number("seed", seed, low=0, high=SEED_MAX, integer=True)
@@ -208,6 +216,8 @@ class LSTM:
         self.grad_h0: np.ndarray | None = None
         self.grad_c0: np.ndarray | None = None
         self._cache: dict | None = None
+        self._ws: dict = {}
+        self._ws_key: tuple | None = None
         if variant == "cifg":
             # Rows i, g, o of the PyTorch layout (forget rows left out).
             self._rows = np.r_[0:h, 2 * h:4 * h]
@@ -312,13 +322,13 @@ class LSTM:
         matrix = self.combined_matrix()
         plan = check_plan(plan, matrix, self.input_size, h)
         peep = self._peep()
-        out, h_n, c_n, u_all, gates, cells, tanh_c = kernels.lstm_forward(
-            plan, x, lens, h0, c0, peep, self._variant_id, seed
+        ws = self._workspace(batch, steps, plan.n_in)
+        out, h_n, c_n = kernels.lstm_forward(
+            plan, x, lens, h0, c0, peep, self._variant_id, seed,
+            ws["u_all"], ws["gates"], ws["cells"], ws["tanh_c"],
         )
-        self._cache = {
-            "matrix": matrix, "peep": peep, "lengths": lens, "u_all": u_all,
-            "gates": gates, "cells": cells, "tanh_c": tanh_c, "shape": x.shape,
-        }
+        self._cache = {"matrix": matrix, "peep": peep, "lengths": lens,
+                       "shape": x.shape, "ws": ws}
         return out, (h_n, c_n)
 
     def backward(self, d_out, d_state=None, truncate=None, input_grad=True):
@@ -326,9 +336,10 @@ class LSTM:
 
         Parameters
         ----------
-        d_out : array (B, T, H)
+        d_out : array (B, T, H) or None
             Gradient of the loss with respect to the output sequence; entries
-            at padded steps are ignored.
+            at padded steps are ignored. None stands for zeros (a loss on the
+            final state only).
         d_state : tuple (d_h, d_c), optional
             Gradients with respect to the final state; either may be None.
         truncate : int, optional
@@ -345,7 +356,7 @@ class LSTM:
         cache = self._require_cache()
         batch, steps, n_x = cache["shape"]
         h = self.hidden_size
-        d_out = check_array("d_out", d_out, shape=(batch, steps, h))
+        d_out, use_d_out = check_d_out(d_out, batch, steps, h)
         d_h, d_c = _split_lstm_state(d_state)
         d_h = check_state("d_state[0]", d_h, batch, h)
         d_c = check_state("d_state[1]", d_c, batch, h)
@@ -353,10 +364,11 @@ class LSTM:
         m = cache["matrix"]
         w_ih = np.ascontiguousarray(m[:, :n_x])
         w_hh = np.ascontiguousarray(m[:, n_x:n_x + h])
+        ws = cache["ws"]
         d_comb, d_peep, d_x, d_h0, d_c0 = kernels.lstm_backward(
             w_ih, w_hh, cache["peep"], self._variant_id, cache["lengths"],
-            cache["u_all"], cache["gates"], cache["cells"], cache["tanh_c"],
-            np.ascontiguousarray(d_out), d_h, d_c, trunc, bool(input_grad),
+            ws["u_all"], ws["gates"], ws["cells"], ws["tanh_c"], d_out,
+            use_d_out, d_h, d_c, trunc, bool(input_grad), ws["dz"],
         )
         g = self.grads
         rows = slice(None) if self._rows is None else self._rows
@@ -374,6 +386,26 @@ class LSTM:
         self.grad_h0 = d_h0
         self.grad_c0 = d_c0
         return d_x if input_grad else None
+
+    def _workspace(self, batch: int, steps: int, n_in: int) -> dict:
+        """Work arrays of the kernels, kept while the shapes stay the same.
+
+        They hold what backward needs from forward; reusing them avoids the
+        page faults of fresh large allocations at every call. A new forward
+        overwrites them, as it replaces the cache anyway.
+        """
+        key = (batch, steps, n_in)
+        if self._ws_key != key:
+            h, rows = self.hidden_size, self.gate_rows
+            self._ws = {
+                "u_all": np.zeros((steps, batch, n_in)),
+                "gates": np.zeros((steps, batch, rows)),
+                "cells": np.zeros((steps + 1, batch, h)),
+                "tanh_c": np.zeros((steps, batch, h)),
+                "dz": np.zeros((steps, batch, rows)),
+            }
+            self._ws_key = key
+        return self._ws
 
     def _require_cache(self) -> dict:
         if self._cache is None:

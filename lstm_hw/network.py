@@ -96,18 +96,20 @@ class Network:
             raise RuntimeError("backward() needs a forward() call first")
         batch = self._lengths.shape[0]
         steps = self._steps
-        hidden = self.rnn.hidden_size
         o = self.head.out_features
         if self.output == "last":
             dy = check_array("dy", dy, shape=(batch, o))
+            # The last valid output is the final state: its gradient enters
+            # the recurrence at each sequence's last step.
             dh = self.head.backward(dy)
-            d_out = np.zeros((batch, steps, hidden))
-            d_out[np.arange(batch), self._lengths - 1] = dh
+            d_state = (dh, None) if isinstance(self.rnn, LSTM) else dh
+            self.rnn.backward(None, d_state=d_state, truncate=truncate,
+                              input_grad=False)
         else:
             dy = check_array("dy", dy, shape=(batch, steps, o))
             dy = np.where(self._valid()[:, :, None], dy, 0.0)
             d_out = self.head.backward(dy)
-        self.rnn.backward(d_out, truncate=truncate, input_grad=False)
+            self.rnn.backward(d_out, truncate=truncate, input_grad=False)
 
     def _valid(self) -> np.ndarray:
         return np.arange(self._steps)[None, :] < self._lengths[:, None]

@@ -10,7 +10,7 @@ from crossbar.read_kernel import exact_plan
 from crossbar.validation import ParameterError
 from lstm_hw import GRU
 
-I, H, B, T = 3, 4, 3, 7
+N_IN, H, B, T = 3, 4, 3, 7
 
 CASES = {
     "full": {"lengths": None, "states": False, "truncate": None},
@@ -22,7 +22,7 @@ CASES = {
 
 
 def _layer(seed=0, scale=1.5):
-    layer = GRU(I, H, rng=np.random.default_rng(seed))
+    layer = GRU(N_IN, H, rng=np.random.default_rng(seed))
     for v in layer.params.values():
         v *= scale
     return layer
@@ -34,7 +34,7 @@ def test_matches_reference(case):
     spec = CASES[case]
     layer = _layer()
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((B, T, I))
+    x = rng.standard_normal((B, T, N_IN))
     h0 = rng.standard_normal((B, H)) if spec["states"] else np.zeros((B, H))
     d_out = rng.standard_normal((B, T, H))
     d_hn = rng.standard_normal((B, H))
@@ -55,7 +55,7 @@ def test_matches_reference(case):
 def test_padding_is_inert():
     layer = _layer()
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, T, I))
+    x = rng.standard_normal((2, T, N_IN))
     lengths = np.array([3, T])
     out, h_n = layer.forward(x, lengths=lengths)
     assert np.all(out[0, 3:] == 0.0)
@@ -68,11 +68,11 @@ def test_padding_is_inert():
 def test_combined_matrix_and_plans():
     layer = _layer()
     m = layer.combined_matrix()
-    assert m.shape == (4 * H, I + H + 1)
+    assert m.shape == (4 * H, N_IN + H + 1)
     # Structural zeros: n_x has no recurrent part, n_h no input part.
-    assert np.all(m[2 * H:3 * H, I:I + H] == 0.0)
-    assert np.all(m[3 * H:, :I] == 0.0)
-    x = np.random.default_rng(2).standard_normal((2, 4, I))
+    assert np.all(m[2 * H:3 * H, N_IN:N_IN + H] == 0.0)
+    assert np.all(m[3 * H:, :N_IN] == 0.0)
+    x = np.random.default_rng(2).standard_normal((2, 4, N_IN))
     ref, _ = layer.forward(x)
     out, _ = layer.forward(x, plan=exact_plan(m))
     np.testing.assert_array_equal(out, ref)
@@ -83,17 +83,17 @@ def test_combined_matrix_and_plans():
     layer.backward(np.ones_like(ref))
     dm = layer.combined_grad()
     g = layer.grads
-    np.testing.assert_array_equal(dm[3 * H:, I:I + H], g["weight_hh"][2 * H:])
+    np.testing.assert_array_equal(dm[3 * H:, N_IN:N_IN + H], g["weight_hh"][2 * H:])
     np.testing.assert_array_equal(dm[2 * H:3 * H, -1], g["bias_ih"][2 * H:])
     np.testing.assert_array_equal(dm[3 * H:, -1], g["bias_hh"][2 * H:])
-    assert np.all(dm[2 * H:3 * H, I:I + H] == 0.0)
-    assert np.all(dm[3 * H:, :I] == 0.0)
+    assert np.all(dm[2 * H:3 * H, N_IN:N_IN + H] == 0.0)
+    assert np.all(dm[3 * H:, :N_IN] == 0.0)
 
 
 @pytest.mark.kernel
 def test_noisy_plan_is_seeded():
     layer = _layer()
-    x = np.random.default_rng(0).standard_normal((2, 5, I))
+    x = np.random.default_rng(0).standard_normal((2, 5, N_IN))
     plan = exact_plan(layer.combined_matrix())
     noisy = plan._replace(exact=False, noisy=True, q=np.full_like(plan.g, 1e-3))
     a, _ = layer.forward(x, plan=noisy, seed=3)

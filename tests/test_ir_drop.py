@@ -19,7 +19,7 @@ from crossbar.validation import ParameterError
 
 G_LOW, G_HIGH = 1e-6, 300e-6  # siemens
 
-# -- reference: modified nodal analysis, node by node ------------------------------
+# -- reference: modified nodal analysis, node by node -------------------------
 
 
 class _Circuit:
@@ -158,7 +158,7 @@ CASES = [
 ]
 
 
-# -- exactness against the reference ------------------------------------------------
+# -- exactness against the reference ------------------------------------------
 
 
 @pytest.mark.parametrize("rows,cols,r_row,r_col,r_driver,r_sense", CASES)
@@ -230,7 +230,7 @@ def test_differential_pairs():
     assert rel(ideal, u @ (g_pos - g_neg)) < 1e-6
 
 
-# -- consistency and physics ------------------------------------------------------------
+# -- consistency and physics --------------------------------------------------
 
 
 def test_geff_is_the_linear_map():
@@ -334,7 +334,7 @@ def test_node_voltages_with_checkpointed_factors(shape):
     assert np.abs(vr - full[0][0]).max() < 1e-13
 
 
-# -- reusable solver ---------------------------------------------------------------------
+# -- reusable solver ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", [(14, 9), (9, 14)])
@@ -371,7 +371,8 @@ def test_solver_paths_stay_exact(shape):
     assert check(g4) == "low_rank"  # relative to the new factorization
     assert solver.counts == {"cached": 2, "low_rank": 3, "direct": 2}
     v = rng.uniform(-0.2, 0.2, (3, rows))
-    assert rel(solver.output_currents(g4, v), output_currents(g4, v, 1.5, 2.5, **kw)) < 1e-9
+    expected = output_currents(g4, v, 1.5, 2.5, **kw)
+    assert rel(solver.output_currents(g4, v), expected) < 1e-9
 
 
 def test_solver_in_ill_conditioned_regimes():
@@ -417,7 +418,7 @@ def test_solver_returns_copies():
     assert np.all(solver.effective_conductance(g) > 0.0)
 
 
-# -- input checks --------------------------------------------------------------------------
+# -- input checks -------------------------------------------------------------
 
 GOOD_G = np.full((3, 4), 1e-4)
 GOOD_V = np.full((2, 3), 0.1)
@@ -472,7 +473,7 @@ def test_bad_solver_arguments():
         WireResistance(1.0, -2.0)
 
 
-# -- kernels ---------------------------------------------------------------------------------
+# -- kernels ------------------------------------------------------------------
 
 
 def _line_matrix(g, a, a0):

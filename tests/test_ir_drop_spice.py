@@ -84,8 +84,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("rows,cols,r_row,r_col,r_driver,r_sense,seed", CASES)
-def test_agrees_with_ngspice(tmp_path, rows, cols, r_row, r_col, r_driver, r_sense,
-                             seed):
+def test_agrees_with_ngspice(
+    tmp_path, rows, cols, r_row, r_col, r_driver, r_sense, seed
+):
     rng = np.random.default_rng(seed)
     g = rng.uniform(1e-6, 300e-6, (rows, cols))
     v = rng.uniform(-0.3, 0.3, rows)

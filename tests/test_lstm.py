@@ -12,7 +12,7 @@ from lstm_hw import LSTM
 from lstm_hw.lstm import lengths_from_mask
 
 VARIANTS = ["vanilla", "peephole", "cifg"]
-I, H, B, T = 3, 4, 3, 7
+N_IN, H, B, T = 3, 4, 3, 7
 
 CASES = {
     "full": {"lengths": None, "states": False, "truncate": None},
@@ -24,7 +24,7 @@ CASES = {
 
 
 def _layer(variant, seed=0, scale=1.0):
-    layer = LSTM(I, H, variant, rng=np.random.default_rng(seed))
+    layer = LSTM(N_IN, H, variant, rng=np.random.default_rng(seed))
     for v in layer.params.values():
         v *= scale
     return layer
@@ -32,7 +32,7 @@ def _layer(variant, seed=0, scale=1.0):
 
 def _run(layer, case, seed=1):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((B, T, I))
+    x = rng.standard_normal((B, T, N_IN))
     h0 = rng.standard_normal((B, H)) if case["states"] else np.zeros((B, H))
     c0 = rng.standard_normal((B, H)) if case["states"] else np.zeros((B, H))
     d_out = rng.standard_normal((B, T, H))
@@ -71,7 +71,7 @@ def test_padding_is_inert(variant):
     """A padded sequence gives the same results as that sequence alone."""
     layer = _layer(variant)
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, T, I))
+    x = rng.standard_normal((2, T, N_IN))
     d_out = rng.standard_normal((2, T, H))
     lengths = np.array([T, 4])
     out, (h_n, c_n) = layer.forward(x, lengths=lengths)
@@ -102,7 +102,7 @@ def test_padding_is_inert(variant):
 @pytest.mark.kernel
 def test_mask_equals_lengths():
     layer = _layer("vanilla")
-    x = np.random.default_rng(0).standard_normal((3, 5, I))
+    x = np.random.default_rng(0).standard_normal((3, 5, N_IN))
     lengths = np.array([5, 2, 3])
     mask = np.arange(5)[None, :] < lengths[:, None]
     np.testing.assert_array_equal(lengths_from_mask(mask), lengths)
@@ -120,7 +120,7 @@ def test_mask_equals_lengths():
 def test_truncation_at_or_beyond_length_is_full_bptt(variant):
     layer = _layer(variant)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, T, I))
+    x = rng.standard_normal((2, T, N_IN))
     d_out = rng.standard_normal((2, T, H))
     layer.forward(x)
     full = layer.backward(d_out)
@@ -144,8 +144,8 @@ def test_combined_matrix_and_plans(variant):
     layer = _layer(variant)
     rows = 3 * H if variant == "cifg" else 4 * H
     m = layer.combined_matrix()
-    assert m.shape == (rows, I + H + 1)
-    x = np.random.default_rng(2).standard_normal((2, 4, I))
+    assert m.shape == (rows, N_IN + H + 1)
+    x = np.random.default_rng(2).standard_normal((2, 4, N_IN))
     ref, _ = layer.forward(x)
     out, _ = layer.forward(x, plan=exact_plan(m))
     np.testing.assert_array_equal(out, ref)
@@ -173,7 +173,7 @@ def test_combined_matrix_and_plans(variant):
 @pytest.mark.kernel
 def test_cifg_forget_rows_unused():
     layer = _layer("cifg")
-    x = np.random.default_rng(4).standard_normal((2, 5, I))
+    x = np.random.default_rng(4).standard_normal((2, 5, N_IN))
     ref, _ = layer.forward(x)
     layer.backward(np.ones_like(ref))
     f = slice(H, 2 * H)
@@ -188,7 +188,7 @@ def test_cifg_forget_rows_unused():
 def test_noisy_plan_is_seeded():
     """A plan drawing read noise in numba is reproducible from the seed."""
     layer = _layer("peephole")
-    x = np.random.default_rng(0).standard_normal((2, 5, I))
+    x = np.random.default_rng(0).standard_normal((2, 5, N_IN))
     exact = exact_plan(layer.combined_matrix())
     # The general (non-exact) path of the same plan without noise is exact.
     general = exact._replace(exact=False)
@@ -220,15 +220,15 @@ def test_init_like_pytorch():
 
 def test_input_checks():
     layer = _layer("vanilla")
-    x = np.zeros((2, 3, I))
+    x = np.zeros((2, 3, N_IN))
     with pytest.raises(ParameterError, match="'variant'.*did you mean 'cifg'"):
-        LSTM(I, H, "cifgg")
+        LSTM(N_IN, H, "cifgg")
     with pytest.raises(ParameterError, match="'hidden_size'"):
-        LSTM(I, 0)
+        LSTM(N_IN, 0)
     with pytest.raises(ParameterError, match="'rng'"):
-        LSTM(I, H, rng=3)
+        LSTM(N_IN, H, rng=3)
     with pytest.raises(ParameterError, match="'x'"):
-        layer.forward(np.zeros((2, 3, I + 1)))
+        layer.forward(np.zeros((2, 3, N_IN + 1)))
     bad = x.copy()
     bad[0, 1, 2] = np.nan
     with pytest.raises(ParameterError, match="'x'.*finite"):
@@ -255,5 +255,5 @@ def test_input_checks():
     with pytest.raises(ParameterError, match="'d_state'"):
         layer.backward(np.zeros((2, 3, H)), d_state=np.zeros((2, H)))
     with pytest.raises(ParameterError, match="'matrix'"):
-        layer.set_from_combined(np.zeros((4 * H, I + H)))
+        layer.set_from_combined(np.zeros((4 * H, N_IN + H)))
     assert layer.backward(np.zeros((2, 3, H)), input_grad=False) is None
