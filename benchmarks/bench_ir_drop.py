@@ -61,6 +61,16 @@ def _best(fn, repeats: int = REPEATS, budget: float = 20.0) -> float:
     return best
 
 
+def _interleaved(fns: dict, rounds: int = REPEATS) -> dict:
+    """Best time of each function [s], timed in alternation so that load from
+    other processes hits all of them alike."""
+    best = dict.fromkeys(fns, np.inf)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], _best(fn, repeats=1))
+    return best
+
+
 def nodal_system(g: np.ndarray, r_row: float, r_col: float):
     """Sparse nodal conductance matrix of the crossbar (sources as Norton).
 
@@ -137,9 +147,15 @@ def bench_reference() -> dict:
     ref = reference_spsolve(g, r_row, r_col)
     ref2 = reference_splu(g, r_row, r_col)
     scale = np.abs(ref).max()
-    t_ours = _best(lambda: effective_conductance(g, r_row, r_col))
-    t_sp = _best(lambda: reference_spsolve(g, r_row, r_col))
-    t_lu = _best(lambda: reference_splu(g, r_row, r_col))
+    times = _interleaved(
+        {
+            "ours": lambda: effective_conductance(g, r_row, r_col),
+            "spsolve": lambda: reference_spsolve(g, r_row, r_col),
+            "splu": lambda: reference_splu(g, r_row, r_col),
+        },
+        rounds=9,
+    )
+    t_ours, t_sp, t_lu = times["ours"], times["spsolve"], times["splu"]
     return {
         "shape": [128, 64],
         "r_ohm": 1.0,
@@ -159,7 +175,7 @@ def bench_read() -> dict:
     g = _conductances(128, 64)
     g_eff = effective_conductance(g, 1.0, 1.0)
     v = rng.uniform(-0.2, 0.2, (64, 128))
-    loops = 2000
+    loops = 200
 
     def read(mat):
         def run():
@@ -168,10 +184,10 @@ def bench_read() -> dict:
 
         return run
 
-    t_ideal = t_ir = np.inf
-    for _ in range(9):
-        t_ideal = min(t_ideal, _best(read(g), repeats=1) / loops)
-        t_ir = min(t_ir, _best(read(g_eff), repeats=1) / loops)
+    for mat in (g, g_eff):  # warm up caches and BLAS buffers
+        read(mat)()
+    times = _interleaved({"ideal": read(g), "ir": read(g_eff)}, rounds=60)
+    t_ideal, t_ir = times["ideal"] / loops, times["ir"] / loops
     return {
         "shape": [128, 64],
         "batch": 64,
@@ -208,46 +224,58 @@ def bench_scaling() -> list[dict]:
     return out
 
 
+def _stepper(solver: IRDropSolver, states: list):
+    """A function solving the next of ``states`` at each call."""
+    it = iter(states)
+    return lambda: solver.effective_conductance(next(it))
+
+
 def bench_reuse() -> list[dict]:
     out = []
+    sizes = (1, 4, 16, 64)
     for rows, cols in ((128, 64), (256, 256)):
         g = _conductances(rows, cols)
         rng = np.random.default_rng(2)
+        rounds = REPEATS
+
+        def changed(k, g=g, rng=rng):
+            g2 = g.copy()
+            idx = rng.choice(g.size, size=k, replace=False)
+            g2.flat[idx] *= rng.uniform(0.9, 1.1, k)
+            return g2
+
+        states = {k: [changed(k) for _ in range(rounds)] for k in sizes}
+        dense = [g * (1.0 + 1e-3 * (i + 1)) for i in range(rounds)]
         direct_solver = IRDropSolver(rows, cols, 1.0, 1.0, max_low_rank=0)
-        t_fun = _best(lambda g=g: effective_conductance(g, 1.0, 1.0))
-        t_direct = _best(
-            lambda g=g, s=direct_solver: s.effective_conductance(
-                g * (1.0 + 1e-3 * s.counts["direct"])
-            )
-        )
         solver = IRDropSolver(rows, cols, 1.0, 1.0, max_low_rank=10**6)
         solver.effective_conductance(g)
-        t_cached = _best(lambda g=g, s=solver: s.effective_conductance(g))
+        fns = {
+            "function": lambda g=g: effective_conductance(g, 1.0, 1.0),
+            "direct": _stepper(direct_solver, dense),
+            "cached": lambda s=solver, g=g: s.effective_conductance(g),
+        }
+        for k in sizes:
+            fns[k] = _stepper(solver, states[k])
+        times = _interleaved(fns, rounds=rounds)
         row = {
             "shape": [rows, cols],
-            "function_s": t_fun,
-            "solver_direct_s": t_direct,
-            "solver_cached_s": t_cached,
+            "function_s": times["function"],
+            "solver_direct_s": times["direct"],
+            "solver_cached_s": times["cached"],
             "low_rank": [],
         }
-        for k in (1, 4, 16, 64):
-            states = []
-            for _ in range(REPEATS):
-                g2 = g.copy()
-                idx = rng.choice(g.size, size=k, replace=False)
-                g2.flat[idx] *= rng.uniform(0.9, 1.1, k)
-                states.append(g2)
-            it = iter(states)
-            t_lr = _best(lambda s=solver, it=it: s.effective_conductance(next(it)))
-            path = solver.last_path
-            exact = effective_conductance(states[-1], 1.0, 1.0)
-            got = solver.effective_conductance(states[-1])
+        for k in sizes:
+            last = states[k][-1]
+            check = IRDropSolver(rows, cols, 1.0, 1.0, max_low_rank=10**6)
+            check.effective_conductance(g)
+            got = check.effective_conductance(last)
+            exact = effective_conductance(last, 1.0, 1.0)
             row["low_rank"].append(
                 {
                     "changed_devices": k,
-                    "path": path,
-                    "time_s": t_lr,
-                    "speedup_vs_direct": t_direct / t_lr,
+                    "path": check.last_path,
+                    "time_s": times[k],
+                    "speedup_vs_direct": times["direct"] / times[k],
                     "max_rel_diff_vs_direct": float(
                         np.abs(got - exact).max() / np.abs(exact).max()
                     ),

@@ -19,24 +19,32 @@ time ratios (lstm_hw / PyTorch, below 1 means lstm_hw is faster) and writes
 
 from __future__ import annotations
 
-import json
-import logging
-import platform
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-from threadpoolctl import threadpool_limits
+# One thread everywhere, set before numpy, scipy (numba's BLAS) and torch load
+# their thread pools; threadpoolctl below enforces it again at run time.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-from lstm_hw import LSTM, Dense, Network
-from lstm_hw.losses import CrossEntropyLoss, MSELoss
-from lstm_hw.optimizers import SGD, RMSprop
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.linalg.cython_blas  # noqa: E402, F401 (numba's BLAS, pinned below)
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from lstm_hw import LSTM, Dense, Network  # noqa: E402
+from lstm_hw.losses import CrossEntropyLoss, MSELoss  # noqa: E402
+from lstm_hw.optimizers import SGD, RMSprop  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lstm_step.json"
-REPEATS = 7
+REPEATS = 15
 
 SHAPES = {
     "airline": {"inputs": 1, "hidden": 15, "steps": 96, "batch": 1, "outputs": 1,
@@ -46,16 +54,22 @@ SHAPES = {
 }
 
 
-def _best(step, loops: int) -> float:
-    """Best mean time of ``loops`` calls over REPEATS rounds, in seconds."""
-    for _ in range(max(3, loops // 10)):
-        step()
-    best = np.inf
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        for _ in range(loops):
+def _best(steps: dict, loops: int) -> dict:
+    """Best mean time [s] of ``loops`` calls of each step over REPEATS rounds.
+
+    The contenders alternate round by round, so that load from other
+    processes on a shared machine hits them alike.
+    """
+    for step in steps.values():
+        for _ in range(max(3, loops // 10)):
             step()
-        best = min(best, (time.perf_counter() - start) / loops)
+    best = dict.fromkeys(steps, np.inf)
+    for _ in range(REPEATS):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(loops):
+                step()
+            best[name] = min(best[name], (time.perf_counter() - start) / loops)
     return best
 
 
@@ -151,9 +165,13 @@ def main() -> int:
         for name, shape in SHAPES.items():
             x, y = _data(shape, np.random.default_rng(1))
             ours, phases = lstm_hw_step(shape, x, y)
-            t_ours = _best(ours, shape["loops"])
-            t32 = _best(torch_step(torch, shape, x, y, torch.float32), shape["loops"])
-            t64 = _best(torch_step(torch, shape, x, y, torch.float64), shape["loops"])
+            times = _best(
+                {"ours": ours,
+                 "f32": torch_step(torch, shape, x, y, torch.float32),
+                 "f64": torch_step(torch, shape, x, y, torch.float64)},
+                shape["loops"],
+            )
+            t_ours, t32, t64 = times["ours"], times["f32"], times["f64"]
             results["shapes"][name] = {
                 **{k: v for k, v in shape.items() if k != "loops"},
                 "lstm_hw_s": t_ours, "torch_float32_s": t32, "torch_float64_s": t64,

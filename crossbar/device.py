@@ -426,8 +426,11 @@ class DeviceArray:
         do not change. Returns the number of pulses spent (selected devices
         that are not stuck); their programming time becomes the current time.
         """
-        target = self.check_field("target", target)
-        sel = self.check_mask(mask) & ~self._stuck
+        return self._write(self.check_field("target", target), self.check_mask(mask))
+
+    def _write(self, target: np.ndarray, mask: np.ndarray) -> int:
+        """:meth:`write` for inputs already checked (float array, bool mask)."""
+        sel = mask & ~self._stuck
         n = int(np.count_nonzero(sel))
         if n == 0:
             return 0

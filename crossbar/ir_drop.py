@@ -223,6 +223,24 @@ def _row_schur(g, a, a0, p_out, f_out):
 
 
 @njit
+def _assemble_block(g, a, a0, carry, tau, e_out, m_out, f_out):
+    """``e_out = P + carry`` and ``m_out = e_out + tau I`` (see `_row_schur`).
+
+    ``carry`` of shape (0, 0) stands for none (the first block of a sweep).
+    """
+    _row_schur(g, a, a0, e_out, f_out)
+    n = g.shape[0]
+    if carry.shape[0] == n:
+        for i in range(n):
+            for j in range(n):
+                e_out[i, j] += carry[i, j]
+    for i in range(n):
+        for j in range(n):
+            m_out[i, j] = e_out[i, j]
+        m_out[i, i] += tau
+
+
+@njit
 def _chain_solve(g, a, a0, rhs):
     """Solve ``H x = rhs`` for one within line, ``rhs`` of shape (n, k)."""
     n, k = rhs.shape
@@ -259,21 +277,29 @@ def _subtract_lower(e, s, out):
 # -- block sweep --------------------------------------------------------------
 
 
-def _factor_block(e_mat, tau: float, last: bool, out=None):
-    """One step of the block Cholesky sweep.
+_NO_CARRY = np.empty((0, 0))
 
-    ``e_mat = P + carry`` (C-ordered, exactly symmetric) is what block ``p``
-    sees through its devices and from the blocks before it. Returns the lower
-    Cholesky factor ``L`` of ``tau I + E`` (``tau`` the conductance of the next
-    across segment, or of the across terminals for the last block) and, unless
-    ``last``, the carry into the next block, ``series(E, tau) = E - X^T X``
-    with ``X = L^-1 E``. ``out``, a C-ordered (n, n) array, receives ``L^T``
-    so that ``L`` is its Fortran-ordered transpose (no new memory).
+
+def _next_block(gp, ch: _Chains, carry, last: bool, f_out, out=None):
+    """One step of the block Cholesky sweep; fills ``f_out`` (see `_row_schur`).
+
+    ``E = P + carry`` is what the block sees through its devices and from the
+    blocks before it. Returns the lower Cholesky factor ``L`` of ``tau I + E``
+    (``tau`` the conductance of the next across segment, or of the across
+    terminals for the last block) and, unless ``last``, the carry into the
+    next block, ``series(E, tau) = E - X^T X`` with ``X = L^-1 E``. ``out``, a
+    C-ordered (n, n) array, receives ``L^T`` so that ``L`` is its
+    Fortran-ordered transpose (no new memory).
     """
-    m_mat = np.empty_like(e_mat) if out is None else out
-    np.copyto(m_mat, e_mat)
-    m_mat.flat[:: m_mat.shape[0] + 1] += tau
-    # Symmetric, so the transposed view is the same matrix in Fortran order.
+    n = gp.shape[0]
+    tau = ch.b0 if last else ch.b
+    e_mat = np.empty((n, n))
+    m_mat = np.empty((n, n)) if out is None else out
+    _assemble_block(
+        gp, ch.a, ch.a0, _NO_CARRY if carry is None else carry, tau, e_mat, m_mat, f_out
+    )
+    # Both are exactly symmetric: the transposed views are the same matrices
+    # in the Fortran order LAPACK wants.
     low, info = _potrf(m_mat.T, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise FloatingPointError(
@@ -286,19 +312,8 @@ def _factor_block(e_mat, tau: float, last: bool, out=None):
         return low, None
     x = _trsm(1.0, low, e_mat.T, lower=1)
     s = _syrk(1.0, x, trans=1, lower=1)
-    carry = np.empty_like(e_mat)
-    _subtract_lower(e_mat, s, carry)
-    return low, carry
-
-
-def _next_block(gp, ch: _Chains, carry, last: bool, f_out, out=None):
-    """Factor the next block of the sweep; fills ``f_out`` (see `_row_schur`)."""
-    n = gp.shape[0]
-    e_mat = np.empty((n, n))
-    _row_schur(gp, ch.a, ch.a0, e_mat, f_out)
-    if carry is not None:
-        e_mat += carry
-    return _factor_block(e_mat, ch.b0 if last else ch.b, last, out)
+    _subtract_lower(e_mat, s, e_mat)
+    return low, e_mat
 
 
 def _apply_inverse(low, alpha: float, w):
@@ -323,15 +338,15 @@ def _sweep(gc: np.ndarray, ch: _Chains, vin: np.ndarray | None = None, store=Non
     carry = None
     for p in range(m):
         last = p == m - 1
-        out = None if store is None else store[p]
-        low, carry = _next_block(gc[p], ch, carry, last, f_all[p], out)
+        slot = None if store is None else store[p]
+        low, carry = _next_block(gc[p], ch, carry, last, f_all[p], slot)
         alpha = ch.b0 if last else ch.b
         if vin is None:
             w[:, p] = f_all[p]
             sub = w[:, : p + 1]
-            out = _apply_inverse(low, alpha, sub)
-            if not np.shares_memory(out, w):
-                sub[...] = out
+            res = _apply_inverse(low, alpha, sub)
+            if not np.shares_memory(res, w):
+                sub[...] = res
         else:
             w += np.outer(f_all[p], vin[:, p])
             w = _apply_inverse(low, alpha, w)
@@ -669,7 +684,8 @@ class IRDropSolver:
             self._factors = np.empty((ch.m, ch.n, ch.n))
         self._base_gc = None  # the buffer is overwritten below
         z, f_all = _sweep(gc, self._ch, store=self._factors)
-        self._base_gc = gc
+        # A copy: gc may be the caller's array, which may change in place.
+        self._base_gc = gc.copy()
         self._base_z = z
         self._f = f_all
         return z

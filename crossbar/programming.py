@@ -244,11 +244,13 @@ class GateVoltageScheme:
             fail("state", f"a GateState of shape {devices.shape}", state.v_gate)
 
     def _reset(self, devices: DeviceArray, where: np.ndarray) -> int:
-        return devices.write(devices.g_lo, where)
+        if not where.any():
+            return 0
+        return devices._write(devices.g_lo, where)
 
     def _set(self, devices: DeviceArray, v_gate: np.ndarray, where: np.ndarray) -> int:
         target = np.maximum(self.g_set(v_gate), devices.conductance())
-        return devices.write(target, where)
+        return devices._write(target, where)
 
     def initialize(self, devices: DeviceArray, state: GateState) -> int:
         """RESET every device, then SET at ``v_gate_initial``; returns pulses."""

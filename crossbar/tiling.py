@@ -88,6 +88,33 @@ class Chip:
         self._occupied.append([])
         return len(self.arrays) - 1
 
+    def read_back(self, noisy: bool = True) -> list[np.ndarray]:
+        """Every array's conductances as software reads them back [S]."""
+        return [a.read_conductances(noisy=noisy) for a in self.arrays]
+
+    def apply_update(self, blocks, scheme) -> int:
+        """Write conductance changes ``(array, rows, cols, block)`` [S] with
+        ``scheme``, one programming call per physical array; return pulses."""
+        per_array: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for k, sl_r, sl_c, block in blocks:
+            if k not in per_array:
+                shape = self.arrays[k].shape
+                per_array[k] = (np.zeros(shape), np.zeros(shape, dtype=bool))
+            delta, mask = per_array[k]
+            delta[sl_r, sl_c] = block
+            mask[sl_r, sl_c] = True
+        pulses = 0
+        for k, (delta, mask) in per_array.items():
+            devices = self.arrays[k].devices
+            if _is_gate_scheme(scheme):
+                if k not in self.gate_states:
+                    self.gate_states[k] = scheme.initial_state(devices.shape)
+                state = self.gate_states[k]
+                pulses += int(scheme.apply_update(devices, state, delta, mask=mask))
+            else:
+                pulses += int(scheme.apply_update(devices, delta, mask=mask))
+        return pulses
+
     def _reserve(self, array: int, row: int, col: int, shape, name: str) -> None:
         rows, cols = self.array_params.rows, self.array_params.cols
         if row < 0 or col < 0 or row + shape[0] > rows or col + shape[1] > cols:
@@ -265,14 +292,13 @@ class TiledMatrix:
         self.pulses += pulses
         return pulses
 
-    def apply_update(self, dw, scheme) -> int:
-        """Write a weight change ``dw`` (out, in) with the device's own rule.
+    def update_blocks(self, dw) -> list[tuple[int, slice, slice, np.ndarray]]:
+        """Conductance changes [S] for a weight change ``dw`` (out, in).
 
         Each pair gets ``+dw g_unit / 2`` on its positive device and
         ``-dw g_unit / 2`` on its negative one, so that the weight moves by
-        ``dw`` when the devices respond linearly. ``scheme`` is a
-        :class:`crossbar.programming.GateVoltageScheme` or
-        :class:`crossbar.programming.IncrementalPulses`. Returns pulses spent.
+        ``dw`` when the devices respond linearly. Returns, per tile,
+        ``(array index, row slice, column slice, block of changes)``.
         """
         dw = check_array("dw", dw, shape=self.shape)
         if self.g_unit is None:
@@ -280,23 +306,27 @@ class TiledMatrix:
                 "the matrix has no 'g_unit' yet: program it once before updates"
             )
         half = 0.5 * dw * self._row_factor()[None, :] * self.g_unit
-        pulses = 0
+        out = []
         for tile in self.tiles:
-            arr = self.chip.arrays[tile.array]
             sl_r, sl_c = self._block_slices(tile)
             sub = (
                 slice(tile.out_start, tile.out_stop),
                 slice(tile.in_start, tile.in_stop),
             )
-            delta = np.zeros(arr.shape)
-            delta[sl_r, sl_c] = self.mapping.assemble(half[sub], -half[sub])
-            mask = np.zeros(arr.shape, dtype=bool)
-            mask[sl_r, sl_c] = True
-            if _is_gate_scheme(scheme):
-                state = self._gate_state(tile.array, scheme)
-                pulses += int(scheme.apply_update(arr.devices, state, delta, mask=mask))
-            else:
-                pulses += int(scheme.apply_update(arr.devices, delta, mask=mask))
+            out.append(
+                (tile.array, sl_r, sl_c, self.mapping.assemble(half[sub], -half[sub]))
+            )
+        return out
+
+    def apply_update(self, dw, scheme) -> int:
+        """Write a weight change ``dw`` (out, in) with the device's own rule.
+
+        ``scheme`` is a :class:`crossbar.programming.GateVoltageScheme` or
+        :class:`crossbar.programming.IncrementalPulses`; see
+        :meth:`update_blocks` for how ``dw`` is shared by a pair. Returns the
+        pulses spent.
+        """
+        pulses = self.chip.apply_update(self.update_blocks(dw), scheme)
         self.pulses += pulses
         return pulses
 
@@ -310,11 +340,13 @@ class TiledMatrix:
             out.append(self.chip.arrays[tile.array].g[sl_r, sl_c].copy())
         return out
 
-    def weights(self, noisy: bool = True) -> np.ndarray:
+    def weights(self, noisy: bool = True, readback=None) -> np.ndarray:
         """The weights as software reads them back from the devices (out, in).
 
         Each device is read on its own, with read noise unless ``noisy`` is
         False. This is what in-situ training backpropagates through.
+        ``readback`` (from :meth:`Chip.read_back`) reuses one read of every
+        array for several matrices.
         """
         if self.g_unit is None:
             raise ParameterError(
@@ -323,7 +355,10 @@ class TiledMatrix:
         w = np.zeros(self.shape)
         for tile in self.tiles:
             sl_r, sl_c = self._block_slices(tile)
-            g = self.chip.arrays[tile.array].read_conductances(noisy=noisy)
+            if readback is None:
+                g = self.chip.arrays[tile.array].read_conductances(noisy=noisy)
+            else:
+                g = readback[tile.array]
             block = g[sl_r, sl_c]
             w[tile.out_start : tile.out_stop, tile.in_start : tile.in_stop] = (
                 self.mapping.weights(block, tile.n_out, tile.n_in, self.g_unit)

@@ -7,6 +7,8 @@ Subcommands::
     lstm-hw configs
     lstm-hw show CONFIG [--set KEY=VALUE ...] [--comments]
     lstm-hw check CONFIG [--set KEY=VALUE ...]
+    lstm-hw sweep CONFIG [--scheduler ADDRESS] [--workers N] [--out DIR]
+                         [--set KEY=VALUE ...]
 
 A bad config, bad parameter or bad data file ends the command with one line
 ``error: ...`` on stderr and exit code 2 (add ``-v`` for the traceback).
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "airline"
 RUNS_DIR = Path("runs")
+SWEEPS_DIR = Path("sweeps")
+EXIT_TASKS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -238,7 +242,76 @@ def build_parser() -> argparse.ArgumentParser:
                 help="write each key's meaning, unit, allowed values and default",
             )
         _add_common(p)
+    _add_sweep_parser(sub)
     return parser
+
+
+def _add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a config over its [sweep] grid and seeds on Dask",
+        formatter_class=_Formatter,
+        description=textwrap.dedent(
+            f"""\
+            Run every combination of the values in the config's [sweep.grid]
+            table, each with the seeds seed, seed+1, ..., seed+repeats-1. Each
+            (setting, seed) is one task, the equivalent of 'lstm-hw run',
+            writing its own run folder under DIR/runs/.
+
+            Without --scheduler the tasks run on a local Dask cluster of
+            single-threaded worker processes (one per core, or --workers N).
+            With --scheduler they run on the workers of a running Dask
+            scheduler (dask-scheduler and dask-worker, or a SLURM allocation
+            made with dask-jobqueue); DIR must then be on a file system that
+            every worker shares.
+
+            DIR (default {SWEEPS_DIR}/<name>-<YYYYmmdd-HHMMSS>) receives
+            results.csv (one row per task, rewritten as tasks finish),
+            summary.csv and summary.png (each metric against the swept value,
+            mean and spread over seeds per training mode), sweep.json and
+            config.toml. Running the same command again with the same --out
+            skips the tasks already done. Exit code 1 if any task failed."""
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              lstm-hw sweep noise_sweep --out sweeps/noise
+              lstm-hw sweep noise_sweep --out sweeps/noise --workers 2
+              lstm-hw sweep my.toml --scheduler tcp://10.0.0.5:8786 --out /shared/s
+              lstm-hw sweep noise_sweep --set sweep.repeats=10 --out sweeps/n10"""
+        ),
+    )
+    sweep.add_argument(
+        "config", metavar="CONFIG", help="a TOML file or a shipped config name"
+    )
+    sweep.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler, e.g. tcp://host:8786 "
+        "(default: start a local cluster)",
+    )
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the local cluster (default: one per core)",
+    )
+    sweep.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="the sweep folder: new, empty, or an earlier start of this sweep "
+        "to continue",
+    )
+    _add_set(sweep)
+    sweep.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar (default: a bar when stderr is a terminal)",
+    )
+    _add_common(sweep)
 
 
 # ---------------------------------------------------------------------------
@@ -462,11 +535,73 @@ def format_summary(metrics: dict, modes: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _quiet_dask(args):
+    """Keep Dask's cluster start and stop messages off the console unless -v."""
+    # Imported first: importing distributed sets its loggers' levels.
+    import distributed  # noqa: F401
+
+    dask_log = logging.getLogger("distributed")
+    saved = dask_log.level
+    if not args.verbose:
+        dask_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        dask_log.setLevel(saved)
+
+
+def _cmd_sweep(args) -> int:
+    if args.scheduler is not None and args.workers is not None:
+        raise _CommandError(
+            "--workers sizes the local cluster; with --scheduler the scheduler's "
+            "workers run the tasks, so drop one of them"
+        )
+    if args.workers is not None and args.workers < 1:
+        raise _CommandError(f"--workers must be at least 1; got {args.workers}")
+    cfg = load_config(args.config, args.overrides)
+    show_progress = args.progress
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    from lstm_hw import sweep
+
+    if args.out is None:
+        sweep_dir = new_run_dir(SWEEPS_DIR, cfg.name)
+    else:
+        sweep_dir = args.out
+        if sweep_dir.exists() and not sweep_dir.is_dir():
+            raise _CommandError(f"--out '{sweep_dir}' exists and is not a folder")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    with _run_logging(sweep_dir, args.verbose, show_progress), _quiet_dask(args):
+        logger.info("sweep folder %s", sweep_dir)
+        try:
+            result = sweep.run_sweep(
+                cfg,
+                sweep_dir,
+                scheduler=args.scheduler,
+                n_workers=args.workers,
+                progress=show_progress,
+            )
+        except sweep.SchedulerError as err:
+            raise _CommandError(str(err)) from None
+        except KeyboardInterrupt:
+            logger.warning(
+                "interrupted; continue with the same command and --out %s",
+                sweep_dir,
+            )
+            return EXIT_INTERRUPTED
+        logger.info("finished in %.1f s", result.seconds)
+    print(sweep.format_summary(result))
+    print(f"results in {sweep_dir}")
+    return 0 if result.ok else EXIT_TASKS_FAILED
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "configs": _cmd_configs,
     "show": _cmd_show,
     "check": _cmd_check,
+    "sweep": _cmd_sweep,
 }
 
 

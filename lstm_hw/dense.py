@@ -9,7 +9,14 @@ import numpy as np
 
 from crossbar.validation import check_array, check_choice, check_number, fail
 from lstm_hw import kernels
-from lstm_hw.lstm import check_plan, check_seed, make_rng, uniform_init
+from lstm_hw.lstm import (
+    ExactPlanCache,
+    check_seed,
+    kernel_array,
+    make_rng,
+    resolve_plan,
+    uniform_init,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class Dense:
         }
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._cache: dict | None = None
+        self._exact = ExactPlanCache()
 
     def __repr__(self) -> str:
         return (f"Dense(in_features={self.in_features}, "
@@ -89,10 +97,12 @@ class Dense:
         if x.ndim not in (2, 3) or x.shape[-1] != self.in_features:
             fail("x", f"of shape (B, {self.in_features}) or "
                  f"(B, T, {self.in_features})", x)
-        seed = check_seed(seed)
+        return self._forward(x, plan, check_seed(seed))
+
+    def _forward(self, x, plan, seed):
         matrix = self.combined_matrix()
-        plan = check_plan(plan, matrix, self.in_features, 0)
-        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
+        plan = resolve_plan(plan, matrix, self.in_features, 0, self._exact)
+        x2 = kernel_array(x.reshape(-1, self.in_features))
         z = kernels.dense_forward(plan, x2, seed)
         if self.activation == "sigmoid":
             y = 1.0 / (1.0 + np.exp(-z))
@@ -113,9 +123,12 @@ class Dense:
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() call first")
+        shape = (*self._cache["shape"][:-1], self.out_features)
+        return self._backward(check_array("dy", dy, shape=shape))
+
+    def _backward(self, dy):
         cache = self._cache
-        shape = (*cache["shape"][:-1], self.out_features)
-        dy = check_array("dy", dy, shape=shape).reshape(-1, self.out_features)
+        dy = dy.reshape(-1, self.out_features)
         y = cache["y2"]
         if self.activation == "sigmoid":
             dz = dy * y * (1.0 - y)

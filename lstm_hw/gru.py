@@ -15,21 +15,17 @@ import numpy as np
 from crossbar.validation import check_array, check_number, fail
 from lstm_hw import kernels
 from lstm_hw.lstm import (
-    check_d_out,
-    check_plan,
-    check_seed,
-    check_sequence,
+    RecurrentLayer,
     check_state,
-    check_truncate,
     make_rng,
-    resolve_lengths,
+    resolve_plan,
     uniform_init,
 )
 
 logger = logging.getLogger(__name__)
 
 
-class GRU:
+class GRU(RecurrentLayer):
     """A single GRU layer, batch-first, with full or truncated BPTT.
 
     Parameters
@@ -74,11 +70,7 @@ class GRU:
             "bias_ih": uniform_init(rng, bound, (3 * h,)),
             "bias_hh": uniform_init(rng, bound, (3 * h,)),
         }
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self.grad_h0: np.ndarray | None = None
-        self._cache: dict | None = None
-        self._ws: dict = {}
-        self._ws_key: tuple | None = None
+        self._setup()
 
     def __repr__(self) -> str:
         return f"GRU(input_size={self.input_size}, hidden_size={self.hidden_size})"
@@ -167,20 +159,30 @@ class GRU:
         h_n : ndarray (B, H)
             State at each sequence's last valid step.
         """
-        x = check_sequence(x, self.input_size)
+        x, lens, seed = self._check_inputs(x, lengths, mask, seed)
+        h0 = check_state("h0", h0, x.shape[0], self.hidden_size)
+        return self._forward(x, lens, h0, None, plan, seed)
+
+    def _forward(self, x, lens, h0, c0, plan, seed):
+        # c0 is accepted (and ignored) so that both layer types share a call.
         batch, steps, _ = x.shape
-        h = self.hidden_size
-        lens = resolve_lengths(lengths, mask, batch, steps)
-        h0 = check_state("h0", h0, batch, h)
-        seed = check_seed(seed)
         matrix = self.combined_matrix()
-        plan = check_plan(plan, matrix, self.input_size, h)
+        plan = resolve_plan(plan, matrix, self.input_size, self.hidden_size,
+                            self._exact)
         ws = self._workspace(batch, steps, plan.n_in)
         out, h_n = kernels.gru_forward(plan, x, lens, h0, seed, ws["u_all"],
                                        ws["gates"])
         self._cache = {"matrix": matrix, "lengths": lens, "shape": x.shape,
                        "ws": ws}
         return out, h_n
+
+    def _new_workspace(self, batch: int, steps: int, n_in: int) -> dict:
+        rows = self.gate_rows
+        return {
+            "u_all": np.zeros((steps, batch, n_in)),
+            "gates": np.zeros((steps, batch, rows)),
+            "dz": np.zeros((steps, batch, rows)),
+        }
 
     def backward(self, d_out, d_state=None, truncate=None, input_grad=True):
         """Backpropagation through time of the last :meth:`forward`.
@@ -203,21 +205,19 @@ class GRU:
         -------
         d_x : ndarray (B, T, I), or None when ``input_grad`` is False.
         """
-        if self._cache is None:
-            raise RuntimeError("backward() needs a forward() call first")
+        d_out, use_d_out, trunc = self._prepare_backward(d_out, truncate)
+        d_h = check_state("d_state", d_state, self._cache["shape"][0],
+                          self.hidden_size)
+        return self._backward(d_out, use_d_out, d_h, None, trunc, bool(input_grad))
+
+    def _backward(self, d_out, use_d_out, d_h, d_c, trunc, input_grad):
         cache = self._cache
-        batch, steps, n_x = cache["shape"]
-        h = self.hidden_size
-        d_out, use_d_out = check_d_out(d_out, batch, steps, h)
-        d_h = check_state("d_state", d_state, batch, h)
-        trunc = check_truncate(truncate)
-        m = cache["matrix"]
-        w_ih = np.ascontiguousarray(m[:, :n_x])
-        w_hh = np.ascontiguousarray(m[:, n_x:n_x + h])
+        n_x, h = self.input_size, self.hidden_size
+        w_ih, w_hh = self._split_matrix()
         ws = cache["ws"]
         d_comb, d_x, d_h0 = kernels.gru_backward(
             w_ih, w_hh, cache["lengths"], ws["u_all"], ws["gates"], d_out,
-            use_d_out, d_h, trunc, bool(input_grad), ws["dz"],
+            use_d_out, d_h, trunc, input_grad, ws["dz"],
         )
         g = self.grads
         col_b = n_x + h
@@ -231,21 +231,3 @@ class GRU:
         g["bias_hh"][2 * h:] = d_comb[3 * h:, col_b]
         self.grad_h0 = d_h0
         return d_x if input_grad else None
-
-    def _workspace(self, batch: int, steps: int, n_in: int) -> dict:
-        """Work arrays of the kernels, kept while the shapes stay the same."""
-        key = (batch, steps, n_in)
-        if self._ws_key != key:
-            rows = self.gate_rows
-            self._ws = {
-                "u_all": np.zeros((steps, batch, n_in)),
-                "gates": np.zeros((steps, batch, rows)),
-                "dz": np.zeros((steps, batch, rows)),
-            }
-            self._ws_key = key
-        return self._ws
-
-    @property
-    def lengths(self) -> np.ndarray | None:
-        """Sequence lengths used by the last forward pass."""
-        return None if self._cache is None else self._cache["lengths"]

@@ -71,6 +71,7 @@ class HardwareNetwork:
         self.mapping = mapping
         self.bias_rows = int(bias_rows)
         self.matrices: dict[str, TiledMatrix] = {}
+        self._update_pulses = 0
         combined = net.combined_matrices()
         n_x = net.rnn.input_size
         hidden = net.rnn.hidden_size
@@ -158,11 +159,14 @@ class HardwareNetwork:
 
     def apply_update(self, delta: dict[str, np.ndarray], scheme) -> int:
         """Write combined-matrix weight changes with the device's own rule."""
-        pulses = 0
+        # The bias change is shared among the bias rows like the bias itself;
+        # both layers are written together, one programming call per array.
+        blocks = []
         for k in LAYERS:
-            d = delta[k]
-            # The bias change is shared among the bias rows like the bias itself.
-            pulses += self.matrices[k].apply_update(self._expand(d), scheme)
+            mine = self.matrices[k].update_blocks(self._expand(delta[k]))
+            blocks.extend(mine)
+        pulses = self.chip.apply_update(blocks, scheme)
+        self._update_pulses += pulses
         return pulses
 
     # -- reading -------------------------------------------------------------------
@@ -184,7 +188,7 @@ class HardwareNetwork:
     @property
     def pulses(self) -> int:
         """Programming pulses spent on this network so far."""
-        return sum(m.pulses for m in self.matrices.values())
+        return self._update_pulses + sum(m.pulses for m in self.matrices.values())
 
     def conductances(self) -> np.ndarray:
         """Conductances of every array of the chip [S], shape (arrays, rows, cols)."""

@@ -93,7 +93,17 @@ def resolve_lengths(lengths, mask, batch: int, steps: int) -> np.ndarray:
     if np.any(arr < 1) or np.any(arr > steps):
         fail("lengths", f"integers in [1, {steps}] (the time axis of x)", lengths,
              f"min {arr.min()}, max {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return kernel_array(arr, np.int64)
+
+
+def kernel_array(arr: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """C-contiguous and writable, so that every call hits one compiled kernel.
+
+    Numba compiles a separate specialisation for read-only arrays; copying
+    them is cheaper than a compilation.
+    """
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def check_sequence(x, input_size: int) -> np.ndarray:
@@ -101,21 +111,44 @@ def check_sequence(x, input_size: int) -> np.ndarray:
     x = check_array("x", x, ndim=3)
     if x.shape[2] != input_size or x.shape[0] < 1 or x.shape[1] < 1:
         fail("x", f"of shape (batch >= 1, time >= 1, {input_size})", x)
-    return np.ascontiguousarray(x)
+    return kernel_array(x)
 
 
 def check_state(name: str, value, batch: int, hidden: int) -> np.ndarray:
     """An initial state (B, H), zeros when ``value`` is None."""
     if value is None:
         return np.zeros((batch, hidden))
-    arr = check_array(name, value, shape=(batch, hidden))
-    return np.ascontiguousarray(arr)
+    return kernel_array(check_array(name, value, shape=(batch, hidden)))
 
 
-def check_plan(plan, matrix: np.ndarray, n_x: int, n_h: int) -> ReadPlan:
+class ExactPlanCache:
+    """The exact plan of a layer's combined matrix, refreshed in place.
+
+    Building a plan checks and copies the matrix; during training the weights
+    change at every step, so the layer keeps one plan and overwrites its
+    ``g[0]`` (which holds ``W.T`` in an exact plan) instead.
+    """
+
+    def __init__(self):
+        self._plan: ReadPlan | None = None
+
+    def __call__(self, matrix: np.ndarray) -> ReadPlan:
+        plan = self._plan
+        if plan is None or plan.g.shape[1:] != matrix.shape[::-1]:
+            plan = self._plan = exact_plan(matrix)
+        else:
+            if not np.all(np.isfinite(matrix)):
+                fail("params", "finite (no NaN or inf)", matrix,
+                     "the weights diverged")
+            plan.g[0] = matrix.T
+        return plan
+
+
+def resolve_plan(plan, matrix: np.ndarray, n_x: int, n_h: int,
+                 cache: ExactPlanCache) -> ReadPlan:
     """The plan to use: exact for ``matrix`` when None, else checked shapes."""
     if plan is None:
-        return exact_plan(matrix)
+        return cache(matrix)
     if not isinstance(plan, ReadPlan):
         fail("plan", "a crossbar.read_kernel.ReadPlan or None", plan)
     rows = matrix.shape[0]
@@ -130,8 +163,7 @@ def check_d_out(d_out, batch: int, steps: int, hidden: int):
     """The output gradient (B, T, H) and whether it is used (None: zeros)."""
     if d_out is None:
         return np.zeros((1, 1, 1)), False
-    arr = check_array("d_out", d_out, shape=(batch, steps, hidden))
-    return np.ascontiguousarray(arr), True
+    return kernel_array(check_array("d_out", d_out, shape=(batch, steps, hidden))), True
 
 
 def check_seed(seed) -> int:
@@ -153,10 +185,69 @@ def uniform_init(rng: np.random.Generator, bound: float, shape) -> np.ndarray:
     return rng.uniform(-bound, bound, size=shape)
 
 
-# -------------------------------------------------------------------- layer
+# -------------------------------------------------------------------- layers
 
 
-class LSTM:
+class RecurrentLayer:
+    """Plumbing shared by :class:`LSTM` and :class:`lstm_hw.gru.GRU`.
+
+    Subclasses set ``input_size``, ``hidden_size``, ``params`` and
+    ``gate_rows`` and implement ``combined_matrix``, ``_new_workspace``,
+    ``_forward`` and ``_backward`` on checked inputs; the public ``forward``
+    and ``backward`` check their arguments and call those.
+    """
+
+    input_size: int
+    hidden_size: int
+    params: dict[str, np.ndarray]
+
+    def _setup(self) -> None:
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.grad_h0: np.ndarray | None = None
+        self._cache: dict | None = None
+        self._ws: dict = {}
+        self._ws_key: tuple | None = None
+        self._exact = ExactPlanCache()
+
+    def _workspace(self, batch: int, steps: int, n_in: int) -> dict:
+        """Work arrays of the kernels, kept while the shapes stay the same.
+
+        They hold what backward needs from forward; reusing them spares the
+        page faults of fresh large allocations at every call. A new forward
+        overwrites them, as it replaces the cache anyway.
+        """
+        key = (batch, steps, n_in)
+        if self._ws_key != key:
+            self._ws = self._new_workspace(batch, steps, n_in)
+            self._ws_key = key
+        return self._ws
+
+    def _check_inputs(self, x, lengths, mask, seed):
+        x = check_sequence(x, self.input_size)
+        lens = resolve_lengths(lengths, mask, x.shape[0], x.shape[1])
+        return x, lens, check_seed(seed)
+
+    def _prepare_backward(self, d_out, truncate):
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() call first")
+        batch, steps, _ = self._cache["shape"]
+        d_out, use_d_out = check_d_out(d_out, batch, steps, self.hidden_size)
+        return d_out, use_d_out, check_truncate(truncate)
+
+    def _split_matrix(self):
+        """Input and recurrent column blocks of the forward's matrix."""
+        m = self._cache["matrix"]
+        n_x, h = self.input_size, self.hidden_size
+        return (np.ascontiguousarray(m[:, :n_x]),
+                np.ascontiguousarray(m[:, n_x:n_x + h]))
+
+    @property
+    def lengths(self) -> np.ndarray | None:
+        """Sequence lengths used by the last forward pass."""
+        return None if self._cache is None else self._cache["lengths"]
+
+
+class LSTM(RecurrentLayer):
     """A single LSTM layer, batch-first, with full or truncated BPTT.
 
     Parameters
@@ -189,6 +280,13 @@ class LSTM:
         Same keys and shapes, overwritten by :meth:`backward`.
     grad_h0, grad_c0 : ndarray (B, H) or None
         Gradients of the initial state from the last :meth:`backward`.
+
+    Notes
+    -----
+    Truncated BPTT (``backward(..., truncate=k)``) cuts the common time axis
+    into chunks of ``k`` steps and backpropagates inside each chunk only; the
+    state entering a chunk is a constant for the gradient (see
+    :mod:`lstm_hw.kernels`).
     """
 
     def __init__(self, input_size: int, hidden_size: int, variant: str = "vanilla",
@@ -212,17 +310,10 @@ class LSTM:
         if variant == "peephole":
             for name in ("weight_ci", "weight_cf", "weight_co"):
                 self.params[name] = uniform_init(rng, bound, (h,))
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self.grad_h0: np.ndarray | None = None
+        self._setup()
         self.grad_c0: np.ndarray | None = None
-        self._cache: dict | None = None
-        self._ws: dict = {}
-        self._ws_key: tuple | None = None
-        if variant == "cifg":
-            # Rows i, g, o of the PyTorch layout (forget rows left out).
-            self._rows = np.r_[0:h, 2 * h:4 * h]
-        else:
-            self._rows = None
+        # Rows i, g, o of the PyTorch layout for cifg (forget rows left out).
+        self._rows = np.r_[0:h, 2 * h:4 * h] if variant == "cifg" else None
 
     def __repr__(self) -> str:
         return (f"LSTM(input_size={self.input_size}, "
@@ -312,15 +403,17 @@ class LSTM:
         state : tuple (h_n, c_n) of ndarrays (B, H)
             State at each sequence's last valid step.
         """
-        x = check_sequence(x, self.input_size)
-        batch, steps, _ = x.shape
-        h = self.hidden_size
-        lens = resolve_lengths(lengths, mask, batch, steps)
+        x, lens, seed = self._check_inputs(x, lengths, mask, seed)
+        batch, h = x.shape[0], self.hidden_size
         h0 = check_state("h0", h0, batch, h)
         c0 = check_state("c0", c0, batch, h)
-        seed = check_seed(seed)
+        return self._forward(x, lens, h0, c0, plan, seed)
+
+    def _forward(self, x, lens, h0, c0, plan, seed):
+        batch, steps, _ = x.shape
         matrix = self.combined_matrix()
-        plan = check_plan(plan, matrix, self.input_size, h)
+        plan = resolve_plan(plan, matrix, self.input_size, self.hidden_size,
+                            self._exact)
         peep = self._peep()
         ws = self._workspace(batch, steps, plan.n_in)
         out, h_n, c_n = kernels.lstm_forward(
@@ -330,6 +423,16 @@ class LSTM:
         self._cache = {"matrix": matrix, "peep": peep, "lengths": lens,
                        "shape": x.shape, "ws": ws}
         return out, (h_n, c_n)
+
+    def _new_workspace(self, batch: int, steps: int, n_in: int) -> dict:
+        h, rows = self.hidden_size, self.gate_rows
+        return {
+            "u_all": np.zeros((steps, batch, n_in)),
+            "gates": np.zeros((steps, batch, rows)),
+            "cells": np.zeros((steps + 1, batch, h)),
+            "tanh_c": np.zeros((steps, batch, h)),
+            "dz": np.zeros((steps, batch, rows)),
+        }
 
     def backward(self, d_out, d_state=None, truncate=None, input_grad=True):
         """Backpropagation through time of the last :meth:`forward`.
@@ -353,22 +456,25 @@ class LSTM:
         -------
         d_x : ndarray (B, T, I), or None when ``input_grad`` is False.
         """
-        cache = self._require_cache()
-        batch, steps, n_x = cache["shape"]
-        h = self.hidden_size
-        d_out, use_d_out = check_d_out(d_out, batch, steps, h)
-        d_h, d_c = _split_lstm_state(d_state)
-        d_h = check_state("d_state[0]", d_h, batch, h)
-        d_c = check_state("d_state[1]", d_c, batch, h)
-        trunc = check_truncate(truncate)
-        m = cache["matrix"]
-        w_ih = np.ascontiguousarray(m[:, :n_x])
-        w_hh = np.ascontiguousarray(m[:, n_x:n_x + h])
+        d_out, use_d_out, trunc = self._prepare_backward(d_out, truncate)
+        batch, h = self._cache["shape"][0], self.hidden_size
+        if d_state is None:
+            d_state = (None, None)
+        elif not isinstance(d_state, tuple | list) or len(d_state) != 2:
+            fail("d_state", "a pair (d_h, d_c) or None", d_state)
+        d_h = check_state("d_state[0]", d_state[0], batch, h)
+        d_c = check_state("d_state[1]", d_state[1], batch, h)
+        return self._backward(d_out, use_d_out, d_h, d_c, trunc, bool(input_grad))
+
+    def _backward(self, d_out, use_d_out, d_h, d_c, trunc, input_grad):
+        cache = self._cache
+        n_x, h = self.input_size, self.hidden_size
+        w_ih, w_hh = self._split_matrix()
         ws = cache["ws"]
         d_comb, d_peep, d_x, d_h0, d_c0 = kernels.lstm_backward(
             w_ih, w_hh, cache["peep"], self._variant_id, cache["lengths"],
             ws["u_all"], ws["gates"], ws["cells"], ws["tanh_c"], d_out,
-            use_d_out, d_h, d_c, trunc, bool(input_grad), ws["dz"],
+            use_d_out, d_h, d_c, trunc, input_grad, ws["dz"],
         )
         g = self.grads
         rows = slice(None) if self._rows is None else self._rows
@@ -386,41 +492,3 @@ class LSTM:
         self.grad_h0 = d_h0
         self.grad_c0 = d_c0
         return d_x if input_grad else None
-
-    def _workspace(self, batch: int, steps: int, n_in: int) -> dict:
-        """Work arrays of the kernels, kept while the shapes stay the same.
-
-        They hold what backward needs from forward; reusing them avoids the
-        page faults of fresh large allocations at every call. A new forward
-        overwrites them, as it replaces the cache anyway.
-        """
-        key = (batch, steps, n_in)
-        if self._ws_key != key:
-            h, rows = self.hidden_size, self.gate_rows
-            self._ws = {
-                "u_all": np.zeros((steps, batch, n_in)),
-                "gates": np.zeros((steps, batch, rows)),
-                "cells": np.zeros((steps + 1, batch, h)),
-                "tanh_c": np.zeros((steps, batch, h)),
-                "dz": np.zeros((steps, batch, rows)),
-            }
-            self._ws_key = key
-        return self._ws
-
-    def _require_cache(self) -> dict:
-        if self._cache is None:
-            raise RuntimeError("backward() needs a forward() call first")
-        return self._cache
-
-    @property
-    def lengths(self) -> np.ndarray | None:
-        """Sequence lengths used by the last forward pass."""
-        return None if self._cache is None else self._cache["lengths"]
-
-
-def _split_lstm_state(d_state):
-    if d_state is None:
-        return None, None
-    if not isinstance(d_state, tuple | list) or len(d_state) != 2:
-        fail("d_state", "a pair (d_h, d_c) or None", d_state)
-    return d_state[0], d_state[1]

@@ -9,12 +9,32 @@ import numpy as np
 from crossbar.validation import check_array, check_choice, fail
 from lstm_hw.dense import Dense
 from lstm_hw.gru import GRU
-from lstm_hw.lstm import LSTM, check_seed, check_sequence, resolve_lengths
+from lstm_hw.lstm import (
+    LSTM,
+    check_seed,
+    check_sequence,
+    check_truncate,
+    resolve_lengths,
+)
 
 logger = logging.getLogger(__name__)
 
 OUTPUTS = ("last", "all")
 PLAN_KEYS = ("rnn", "head")
+
+
+def head_seed(seed: int) -> int:
+    """A 32-bit seed for the head, mixed from the network's ``seed``.
+
+    An integer hash (the finaliser of the splitmix64 generator) rather than
+    ``seed + 1``, so that the head's stream at one seed never equals the
+    recurrent layer's stream at another, as it would for neighbouring seeds.
+    """
+    mask = (1 << 64) - 1
+    z = (seed + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) & 0xFFFFFFFF
 
 
 class Network:
@@ -61,8 +81,9 @@ class Network:
             ``{"rnn": plan, "head": plan}``; a missing key means the exact
             product for that layer.
         seed : int
-            Seed for read noise; the two layers get distinct seeds derived
-            from it with ``numpy.random.SeedSequence``.
+            Seed for read noise, in [0, 2**32 - 1]. The recurrent layer uses
+            it as is and the head a seed mixed from it (:func:`head_seed`), so
+            their noise streams differ.
 
         Returns
         -------
@@ -73,17 +94,16 @@ class Network:
         lens = resolve_lengths(lengths, mask, batch, steps)
         plans = self._check_plans(plans)
         seed = check_seed(seed)
-        s_rnn, s_head = np.random.SeedSequence(seed).generate_state(2)
-        out, state = self.rnn.forward(x, lengths=lens, plan=plans.get("rnn"),
-                                      seed=int(s_rnn))
+        zeros = np.zeros((batch, self.rnn.hidden_size))
+        out, state = self.rnn._forward(x, lens, zeros, zeros, plans.get("rnn"),
+                                       seed)
         self._lengths = lens
         self._steps = steps
         if self.output == "last":
             h_n = state[0] if isinstance(state, tuple) else state
-            return self.head.forward(h_n, plan=plans.get("head"), seed=int(s_head))
-        y = self.head.forward(out, plan=plans.get("head"), seed=int(s_head))
-        y[~self._valid()] = 0.0
-        return y
+            return self.head._forward(h_n, plans.get("head"), head_seed(seed))
+        y = self.head._forward(out, plans.get("head"), head_seed(seed))
+        return np.where(self._valid()[:, :, None], y, 0.0)
 
     def backward(self, dy, truncate=None) -> None:
         """Fill the gradients of both layers from ``dy`` = dL/dy.
@@ -97,19 +117,19 @@ class Network:
         batch = self._lengths.shape[0]
         steps = self._steps
         o = self.head.out_features
+        trunc = check_truncate(truncate)
+        zeros = np.zeros((batch, self.rnn.hidden_size))
         if self.output == "last":
             dy = check_array("dy", dy, shape=(batch, o))
             # The last valid output is the final state: its gradient enters
             # the recurrence at each sequence's last step.
-            dh = self.head.backward(dy)
-            d_state = (dh, None) if isinstance(self.rnn, LSTM) else dh
-            self.rnn.backward(None, d_state=d_state, truncate=truncate,
-                              input_grad=False)
+            dh = np.ascontiguousarray(self.head._backward(dy))
+            self.rnn._backward(np.zeros((1, 1, 1)), False, dh, zeros, trunc, False)
         else:
             dy = check_array("dy", dy, shape=(batch, steps, o))
             dy = np.where(self._valid()[:, :, None], dy, 0.0)
-            d_out = self.head.backward(dy)
-            self.rnn.backward(d_out, truncate=truncate, input_grad=False)
+            d_out = np.ascontiguousarray(self.head._backward(dy))
+            self.rnn._backward(d_out, True, zeros, zeros, trunc, False)
 
     def _valid(self) -> np.ndarray:
         return np.arange(self._steps)[None, :] < self._lengths[:, None]

@@ -9,6 +9,7 @@ from reference_rnn import dense_reference, lstm_reference
 from crossbar.read_kernel import exact_plan
 from crossbar.validation import ParameterError
 from lstm_hw import GRU, LSTM, Dense, Network
+from lstm_hw.network import head_seed
 
 
 @pytest.mark.kernel
@@ -161,3 +162,23 @@ def test_network_checks():
         net.backward(np.zeros((2, 4, 1)))
     with pytest.raises(ParameterError, match="'seed'"):
         net.forward(np.zeros((2, 4, 2)), seed=2**40)
+
+
+@pytest.mark.kernel
+def test_network_noise_is_reproducible_from_seed():
+    rng = np.random.default_rng(6)
+    net = Network(LSTM(2, 3, rng=rng), Dense(3, 2, "identity", rng=rng))
+    x = rng.standard_normal((2, 4, 2))
+
+    def noisy(m):
+        p = exact_plan(m)
+        return p._replace(exact=False, noisy=True, q=np.full_like(p.g, 1e-3))
+
+    plans = {k: noisy(m) for k, m in net.combined_matrices().items()}
+    a = net.forward(x, plans=plans, seed=5)
+    np.testing.assert_array_equal(a, net.forward(x, plans=plans, seed=5))
+    assert not np.array_equal(a, net.forward(x, plans=plans, seed=6))
+    seeds = [head_seed(s) for s in range(1000)]
+    assert len(set(seeds)) == 1000
+    assert all(0 <= s < 2**32 for s in seeds)
+    assert not set(seeds) & set(range(1000))

@@ -410,6 +410,16 @@ def test_solver_falls_back_when_low_rank_is_off_or_untrusted(monkeypatch):
     assert rel(got, effective_conductance(g2, 1.0, 1.0)) < 1e-12
 
 
+def test_solver_is_not_fooled_by_in_place_changes():
+    g, _ = _case(7, 5, seed=17)
+    solver = IRDropSolver(7, 5, 1.0, 1.0)
+    solver.effective_conductance(g)
+    g[2, 3] *= 1.5  # the caller's array changes in place
+    got = solver.effective_conductance(g)
+    assert solver.last_path == "low_rank"
+    assert rel(got, effective_conductance(g, 1.0, 1.0)) < 1e-12
+
+
 def test_solver_returns_copies():
     g, _ = _case(6, 5, seed=16)
     solver = IRDropSolver(6, 5, 1.0, 1.0)

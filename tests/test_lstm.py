@@ -8,7 +8,7 @@ from reference_rnn import lstm_reference
 
 from crossbar.read_kernel import exact_plan
 from crossbar.validation import ParameterError
-from lstm_hw import LSTM
+from lstm_hw import LSTM, kernels
 from lstm_hw.lstm import lengths_from_mask
 
 VARIANTS = ["vanilla", "peephole", "cifg"]
@@ -257,3 +257,47 @@ def test_input_checks():
     with pytest.raises(ParameterError, match="'matrix'"):
         layer.set_from_combined(np.zeros((4 * H, N_IN + H)))
     assert layer.backward(np.zeros((2, 3, H)), input_grad=False) is None
+
+
+@pytest.mark.kernel
+def test_expm1_and_activations_match_numpy():
+    x = np.concatenate([
+        np.linspace(-30.0, 30.0, 601), [0.0, -0.0, 1e-300, -1e-12, 5e-9],
+        [-708.0, 709.0, -1e4, 1e4], np.random.default_rng(0).normal(0, 3, 200),
+    ])
+    out = np.empty_like(x)
+    kernels.expm1_into(x, out, np.empty_like(x))
+    clipped = np.clip(x, -708.0, 709.0)
+    np.testing.assert_allclose(out, np.expm1(clipped), rtol=4e-16, atol=0)
+    np.testing.assert_allclose(kernels.sigmoid(x), 1 / (1 + np.exp(-clipped)),
+                               rtol=1e-15, atol=1e-300)
+    np.testing.assert_allclose(kernels.tanh(x), np.tanh(x), rtol=1e-15, atol=0)
+    assert np.all(np.isfinite(kernels.sigmoid(x)))
+
+
+@pytest.mark.kernel
+def test_backward_without_output_gradient():
+    """d_out=None means zeros: the loss sits on the final state only."""
+    layer = _layer("peephole")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5, N_IN))
+    d_h = rng.standard_normal((2, H))
+    layer.forward(x, lengths=[5, 3])
+    a = layer.backward(None, d_state=(d_h, None), truncate=2)
+    g = {k: v.copy() for k, v in layer.grads.items()}
+    b = layer.backward(np.zeros((2, 5, H)), d_state=(d_h, np.zeros((2, H))),
+                       truncate=2)
+    np.testing.assert_array_equal(a, b)
+    for k in g:
+        np.testing.assert_array_equal(g[k], layer.grads[k])
+
+
+def test_read_only_inputs():
+    layer = _layer("vanilla")
+    x = np.random.default_rng(0).standard_normal((2, 3, N_IN))
+    x.flags.writeable = False
+    lengths = np.array([3, 2])
+    lengths.flags.writeable = False
+    out, _ = layer.forward(x, lengths=lengths)
+    x2 = x.copy()
+    np.testing.assert_array_equal(layer.forward(x2, lengths=[3, 2])[0], out)

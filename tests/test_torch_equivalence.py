@@ -8,6 +8,7 @@ import pytest
 from lstm_hw import GRU, LSTM, Dense, Network
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 TOL = {"rtol": 1e-9, "atol": 1e-12}
 

@@ -1,0 +1,176 @@
+"""Sweep throughput on a local Dask cluster: 1 against 2 worker processes.
+
+The sweep is the shipped ``noise_sweep`` config (Japanese Vowels, LSTM(14),
+all four training modes) cut to 3 epochs, 2 noise levels and 4 seeds: 8
+tasks of several seconds each (training, programming, evaluation and the
+run folder's figures), so that the cluster's own overhead is small.
+
+For each cluster size a fresh local cluster is started (timed on its own),
+every worker is warmed up (imports and loading the cached numba kernels,
+which each new worker process pays once), and the sweep is timed into a
+fresh folder; best of ``REPEATS``. A serial loop over the same tasks in
+this process (one BLAS thread, no Dask) is the reference for the overhead
+of Dask itself. The speed-up is the 1-worker time over the 2-worker time;
+the goal is at least 1.7 on a 2-core machine. Other work on the machine
+lowers it: the load averages before and after are recorded.
+
+Run ``python benchmarks/bench_sweep.py``; it prints a markdown table and
+writes ``benchmarks/results/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dask
+from threadpoolctl import threadpool_limits
+
+from lstm_hw.config import load_config
+from lstm_hw.results import package_versions
+from lstm_hw.sweep import local_cluster, plan_tasks, run_sweep, run_task, task_config
+
+logger = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
+REPEATS = 2
+OVERRIDES = [
+    "training.epochs=3",
+    "sweep.repeats=4",
+    "sweep.grid.device.prog_noise=[0.0, 8e-6]",
+]
+
+
+def _warm_up() -> float:
+    """Import the package and load every kernel once in this process [s]."""
+    from lstm_hw.experiment import run_experiment
+
+    start = time.perf_counter()
+    cfg = load_config(
+        "noise_sweep",
+        [
+            "training.epochs=1",
+            "sweep.grid={}",
+            "sweep.repeats=1",
+            "network.hidden_size=2",
+        ],
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        run_experiment(cfg, folder)
+    return time.perf_counter() - start
+
+
+def time_cluster(cfg, n_workers: int, root: Path) -> dict:
+    """Start a cluster, warm it up and time the sweep on it, best of REPEATS."""
+    from distributed import Client
+
+    start = time.perf_counter()
+    with local_cluster(n_workers) as cluster, Client(cluster) as client:
+        client.wait_for_workers(n_workers, timeout=120)
+        started = time.perf_counter() - start
+        client.run(_warm_up)
+        warm = time.perf_counter() - start - started
+        times = []
+        for r in range(REPEATS):
+            out = root / f"workers{n_workers}-{r}"
+            t0 = time.perf_counter()
+            result = run_sweep(cfg, out, client=client, argv=["bench_sweep"])
+            times.append(time.perf_counter() - t0)
+            if not result.ok:
+                raise RuntimeError(f"tasks failed: {result.failed}")
+            shutil.rmtree(out)
+    return {"start_seconds": started, "warm_up_seconds": warm, "sweep_seconds": times}
+
+
+def time_serial(cfg, root: Path) -> list[float]:
+    """The same tasks one after the other in this process, without Dask."""
+    times = []
+    with threadpool_limits(1):
+        _warm_up()
+        for r in range(REPEATS):
+            t0 = time.perf_counter()
+            for task in plan_tasks(cfg):
+                out = run_task(
+                    task, task_config(cfg, task), root / f"serial-{r}" / (task.folder)
+                )
+                if out["status"] != "ok":
+                    raise RuntimeError(out["error"])
+            times.append(time.perf_counter() - t0)
+            shutil.rmtree(root / f"serial-{r}")
+    return times
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    import distributed  # noqa: F401  (sets its loggers' levels on import)
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cfg = load_config("noise_sweep", OVERRIDES)
+    n_tasks = len(plan_tasks(cfg))
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        serial = time_serial(cfg, root)
+        one = time_cluster(cfg, 1, root)
+        two = time_cluster(cfg, 2, root)
+    load_after = os.getloadavg()
+    best = {
+        "serial": min(serial),
+        "1 worker": min(one["sweep_seconds"]),
+        "2 workers": min(two["sweep_seconds"]),
+    }
+    ref = best["1 worker"]
+    print(
+        f"Sweep of {n_tasks} tasks (noise_sweep, {', '.join(OVERRIDES)}), "
+        f"best of {REPEATS}; load average before {load_before[0]:.2f}, "
+        f"after {load_after[0]:.2f}\n"
+    )
+    print("| run | sweep time [s] | s per task | speed-up vs 1 worker |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in best.items():
+        print(
+            f"| {name} | {seconds:.1f} | {seconds / n_tasks:.2f} | "
+            f"{ref / seconds:.2f}x |"
+        )
+    print(
+        f"\nCluster start: {one['start_seconds']:.1f} s (1 worker), "
+        f"{two['start_seconds']:.1f} s (2 workers); worker warm-up "
+        f"{one['warm_up_seconds']:.1f} s and {two['warm_up_seconds']:.1f} s."
+    )
+    end_to_end = (one["start_seconds"] + one["warm_up_seconds"] + ref) / (
+        two["start_seconds"] + two["warm_up_seconds"] + best["2 workers"]
+    )
+    print(f"Speed-up including start and warm-up: {end_to_end:.2f}x")
+    record = {
+        "benchmark": "sweep",
+        "config": "noise_sweep",
+        "overrides": OVERRIDES,
+        "n_tasks": n_tasks,
+        "repeats": REPEATS,
+        "serial_seconds": serial,
+        "one_worker": one,
+        "two_workers": two,
+        "best_seconds": best,
+        "speedup_2_over_1": ref / best["2 workers"],
+        "speedup_1_worker_over_serial": best["serial"] / ref,
+        "speedup_2_over_1_end_to_end": end_to_end,
+        "goal_speedup": 1.7,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": {**package_versions(), "dask": dask.__version__},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
