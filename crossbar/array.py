@@ -132,27 +132,50 @@ class CrossbarArray:
 
         Without wire resistance this is the conductance matrix itself. With it,
         the circuit is solved exactly once per programmed state and reused.
+        Rows and columns at the edges of the array whose devices all have
+        zero conductance (unused parts of a partly filled array with
+        ``g_min = 0``) carry no device current, so they are folded exactly into
+        the driver and sense resistances and the smaller circuit is solved.
         """
         g = self.g
         if not self.params.has_wires:
             return g
         if self._geff is not None and np.array_equal(g, self._geff_key):
             return self._geff
-        if self._solver is None:
+        rows_used = np.flatnonzero(g.any(axis=1))
+        cols_used = np.flatnonzero(g.any(axis=0))
+        g_eff = np.zeros_like(g)
+        if rows_used.size:
+            r0, r1 = int(rows_used[0]), int(rows_used[-1]) + 1
+            c0, c1 = int(cols_used[0]), int(cols_used[-1]) + 1
+            solver = self._solver_for(r0, r1, c0, c1)
+            g_eff[r0:r1, c0:c1] = solver.effective_conductance(g[r0:r1, c0:c1])
+        self._geff = g_eff
+        self._geff_key = g
+        return g_eff
+
+    def _solver_for(self, r0: int, r1: int, c0: int, c1: int):
+        """The solver of the sub-circuit rows r0:r1, columns c0:c1.
+
+        Columns before c0 only lengthen each row's wire from its driver, rows
+        after r1 only lengthen each column's wire to its sense amplifier; rows
+        before r0 and columns after c1 carry no current.
+        """
+        key = (r0, r1, c0, c1)
+        if self._solver is None or self._solver[0] != key:
             from crossbar.ir_drop import IRDropSolver
 
             p = self.params
-            self._solver = IRDropSolver(
-                p.rows,
-                p.cols,
+            solver = IRDropSolver(
+                r1 - r0,
+                c1 - c0,
                 p.r_row,
                 p.r_col,
-                r_driver=p.r_driver,
-                r_sense=p.r_sense,
+                r_driver=p.r_driver + c0 * p.r_row,
+                r_sense=p.r_sense + (p.rows - r1) * p.r_col,
             )
-        self._geff = self._solver.effective_conductance(g)
-        self._geff_key = g
-        return self._geff
+            self._solver = (key, solver)
+        return self._solver[1]
 
     def ir_drop_error(self) -> np.ndarray:
         """Relative error map ``(G_eff - G) / max(G)`` of this state."""

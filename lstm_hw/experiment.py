@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from crossbar.array import ArrayParams
 from crossbar.converters import ADC, DAC
@@ -534,7 +535,10 @@ def run_experiment(cfg, run_dir, resume: bool = False, progress: bool = False) -
     from lstm_hw.plots import save_plots
     from lstm_hw.results import write_csv, write_json
 
-    exp = run_modes(cfg, run_dir, resume=resume, progress=progress)
+    # The products here are small: BLAS threads cost more than they bring,
+    # and parallel work is better spent on independent runs (sweeps).
+    with threadpool_limits(limits=1):
+        exp = run_modes(cfg, run_dir, resume=resume, progress=progress)
     metrics = exp.metrics()
     if run_dir is None:
         return metrics

@@ -14,8 +14,14 @@ read noise reproducible.
 Backward kernels always run in software on the layer's own matrix. The loop
 over time computes only what the recurrence needs (the gate gradients of step
 ``t`` and the carried state gradients); the weight gradient is one matrix
-product ``dZ.T @ U`` over all steps after the loop, and the input gradient
-``dZ @ W_ih`` likewise.
+product ``dZ.T @ U`` over all steps after the loop (one BLAS call), and the
+input gradient ``dZ @ W_ih``, when wanted, follows the loop as well. The
+arrays that carry values from forward to backward (``u_t`` of every step,
+gate activations, cell states) are work arrays owned by the layer and reused
+between calls.
+
+Sigmoid and tanh are built on :func:`expm1_into`, a branch-free exponential
+that LLVM vectorises; libm's scalar calls would dominate the forward pass.
 
 Variable lengths: sequence ``b`` is valid for ``t < lengths[b]``. At later
 steps its state is frozen (copied) and its output is zero; those steps get no

@@ -133,13 +133,13 @@ class ExactPlanCache:
         self._plan: ReadPlan | None = None
 
     def __call__(self, matrix: np.ndarray) -> ReadPlan:
+        if not np.all(np.isfinite(matrix)):
+            fail("params", "finite (no NaN or inf)", matrix,
+                 "the weights diverged or were set to non-finite values")
         plan = self._plan
         if plan is None or plan.g.shape[1:] != matrix.shape[::-1]:
             plan = self._plan = exact_plan(matrix)
         else:
-            if not np.all(np.isfinite(matrix)):
-                fail("params", "finite (no NaN or inf)", matrix,
-                     "the weights diverged")
             plan.g[0] = matrix.T
         return plan
 

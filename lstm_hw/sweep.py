@@ -194,7 +194,17 @@ def plan_tasks(cfg: Config) -> list[SweepTask]:
     last key varying fastest); each point runs ``cfg.sweep.repeats`` times
     with seeds ``cfg.seed + r``. The index (zero-padded to at least three
     digits) keeps folder names unique even where two values print alike.
+
+    Raises
+    ------
+    ConfigError
+        If the grid varies ``seed`` (the repeats set the seeds).
     """
+    if "seed" in cfg.sweep.grid:
+        raise ConfigError(
+            "sweep.grid cannot vary 'seed': each grid point runs with the seeds "
+            "seed, seed+1, ..., seed+repeats-1; set sweep.repeats instead"
+        )
     points = cfg.sweep.points() if cfg.sweep.grid else [{}]
     repeats = cfg.sweep.repeats
     width = max(3, len(str(len(points) * repeats - 1)))

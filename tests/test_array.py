@@ -98,3 +98,47 @@ def test_wrong_shapes_and_values_are_named():
         ArrayParams(r_row=-1.0, r_col=1.0)
     with pytest.raises(ParameterError, match="'rows'"):
         ArrayParams(rows=0)
+
+
+def test_ir_drop_read_solves_the_circuit():
+    from crossbar.ir_drop import output_currents
+
+    rng = np.random.default_rng(7)
+    arr = _array(rng, r_row=2.0, r_col=1.5)
+    v = rng.uniform(-0.2, 0.2, size=(4, 12))
+    np.testing.assert_allclose(
+        arr.read(v), output_currents(arr.g, v, 2.0, 1.5), rtol=1e-12
+    )
+    # The solution is kept until the conductances change.
+    first = arr.effective_conductance()
+    assert arr.effective_conductance() is first
+    arr.program(arr.g * 0.9)
+    assert not np.array_equal(arr.effective_conductance(), first)
+
+
+def test_unused_edges_are_folded_exactly():
+    from crossbar.ir_drop import effective_conductance
+
+    rng = np.random.default_rng(8)
+    dev = DeviceParams(g_min=0.0, g_max=300e-6)
+    arr = CrossbarArray(ArrayParams(rows=20, cols=15, r_row=3.0, r_col=2.0), dev, rng)
+    g = np.zeros((20, 15))
+    g[3:11, 2:9] = rng.uniform(1e-6, 300e-6, size=(8, 7))
+    g[5, 4] = 0.0  # a zero inside the used block stays in the circuit
+    arr.devices.set_exact(g)
+    full = effective_conductance(g, 3.0, 2.0)
+    np.testing.assert_allclose(arr.effective_conductance(), full, rtol=1e-11, atol=0)
+
+
+def test_transposed_read_with_wires_matches_the_mirrored_circuit():
+    from crossbar.ir_drop import output_currents
+
+    rng = np.random.default_rng(9)
+    arr = _array(rng, r_row=1.0, r_col=4.0)
+    v = rng.uniform(-0.2, 0.2, size=(3, 7))
+    mirrored = arr.g.T[::-1, ::-1]
+    expect = output_currents(mirrored, v[:, ::-1], 4.0, 1.0)[:, ::-1]
+    np.testing.assert_allclose(arr.read_transposed(v), expect, rtol=1e-12)
+    # Tends to V G.T with vanishing wires.
+    thin = _array(np.random.default_rng(9), r_row=1e-9, r_col=1e-9)
+    np.testing.assert_allclose(thin.read_transposed(v), v @ thin.g.T, rtol=1e-6)

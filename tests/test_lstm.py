@@ -257,6 +257,9 @@ def test_input_checks():
     with pytest.raises(ParameterError, match="'matrix'"):
         layer.set_from_combined(np.zeros((4 * H, N_IN + H)))
     assert layer.backward(np.zeros((2, 3, H)), input_grad=False) is None
+    layer.params["weight_hh"][0, 0] = np.nan
+    with pytest.raises(ParameterError, match="'params'.*finite"):
+        layer.forward(x)
 
 
 @pytest.mark.kernel

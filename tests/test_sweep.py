@@ -16,7 +16,7 @@ import pytest
 
 from lstm_hw import plots
 from lstm_hw.cli import main
-from lstm_hw.config import parse_config
+from lstm_hw.config import ConfigError, parse_config
 from lstm_hw.experiment import run_experiment
 from lstm_hw.sweep import (
     RESULTS_CSV,
@@ -142,6 +142,12 @@ def test_a_config_without_grid_runs_its_repeats():
     tasks = plan_tasks(cfg)
     assert [(t.point, t.seed) for t in tasks] == [({}, 3), ({}, 4)]
     assert tasks[1].folder == "runs/001-seed4"
+
+
+def test_the_seed_is_set_by_repeats_not_by_the_grid():
+    cfg = parse_config(TINY + "seed = [1, 2]\n")
+    with pytest.raises(ConfigError, match="sweep.repeats"):
+        plan_tasks(cfg)
 
 
 def test_summary_statistics_against_numpy(tiny_cfg):
