@@ -42,6 +42,16 @@ def quantize_symmetric(x: float, n_steps: float, full_scale: float) -> float:
     return x
 
 
+@njit
+def quantize_inplace(x, n_steps: float, full_scale: float) -> None:
+    """:func:`quantize_symmetric` applied in place to every entry of 2-D ``x``."""
+    if n_steps == 0.0 and not (0.0 < full_scale < np.inf):
+        return
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[i, j] = quantize_symmetric(x[i, j], n_steps, full_scale)
+
+
 def quantize_array(x, n_steps: float, full_scale: float) -> np.ndarray:
     """Numpy version of :func:`quantize_symmetric`, elementwise on an array."""
     x = np.array(x, dtype=np.float64)

@@ -244,6 +244,7 @@ class DeviceArray:
         self.rng = rng
         self._fabricate()
         self._time = 0.0
+        self._version = 0
         self._t_program = np.zeros(self.shape)
         if g_init is None:
             start = self._g_lo.copy()
@@ -325,6 +326,12 @@ class DeviceArray:
     @property
     def t_program(self) -> np.ndarray:
         return self._t_program
+
+    @property
+    def version(self) -> int:
+        """Counter that changes whenever the conductances seen by a read may
+        have changed (a write, or time passing on a drifting device)."""
+        return self._version
 
     @property
     def time(self) -> float:
@@ -417,6 +424,7 @@ class DeviceArray:
         g.flags.writeable = False
         t.flags.writeable = False
         self._g, self._t_program = g, t
+        self._version += 1
 
     def write(self, target, mask=None) -> int:
         """One programming pulse per selected device towards ``target`` [S].
@@ -474,6 +482,8 @@ class DeviceArray:
         """Let ``dt`` [s] (``>= 0``) pass."""
         check_number("dt", dt, low=0.0)
         self._time += float(dt)
+        if self.params.drifts:
+            self._version += 1
 
     def read_back(self, noisy: bool = True) -> np.ndarray:
         """Conductances [S] as software sees them when reading the array back.

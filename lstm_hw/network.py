@@ -27,8 +27,9 @@ def head_seed(seed: int) -> int:
     """A 32-bit seed for the head, mixed from the network's ``seed``.
 
     An integer hash (the finaliser of the splitmix64 generator) rather than
-    ``seed + 1``, so that the head's stream at one seed never equals the
-    recurrent layer's stream at another, as it would for neighbouring seeds.
+    ``seed + 1``, with which the head at seed ``s`` would replay the noise of
+    the recurrent layer at seed ``s + 1`` (training loops use consecutive
+    seeds).
     """
     mask = (1 << 64) - 1
     z = (seed + 0x9E3779B97F4A7C15) & mask

@@ -265,19 +265,40 @@ def _task_log(run_dir: Path, in_worker: bool):
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler.addFilter(_ThreadFilter())
-    ours = [logging.getLogger(n) for n in ("lstm_hw", "crossbar")]
+    counter = _WarningCounter()
+    names = ["lstm_hw", "crossbar"]
+    if in_worker:
+        # Warnings go to run.log and are counted, instead of to the
+        # worker's stderr where they would lose the task they belong to.
+        logging.captureWarnings(True)
+        names.append("py.warnings")
+    ours = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in ours]
     for lg in ours:
         if in_worker and (lg.level == logging.NOTSET or lg.level > logging.INFO):
             lg.setLevel(logging.INFO)
         lg.addHandler(handler)
+    ours[-1].addHandler(counter)
     try:
-        yield
+        yield counter
     finally:
+        ours[-1].removeHandler(counter)
         for lg, level in zip(ours, levels, strict=True):
             lg.removeHandler(handler)
             lg.setLevel(level)
         handler.close()
+
+
+class _WarningCounter(logging.Handler):
+    """Counts the warnings of this thread captured through logging."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.addFilter(_ThreadFilter())
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
 
 
 def run_task(task: SweepTask, cfg: Config, run_dir, argv: Sequence[str] = ()) -> dict:
@@ -304,7 +325,9 @@ def run_task(task: SweepTask, cfg: Config, run_dir, argv: Sequence[str] = ()) ->
     dict
         ``metrics`` (the content of ``metrics.json``, or None after a
         failure), ``status`` (``"ok"`` or ``"failed"``), ``error``,
-        ``wall_seconds``, ``worker``, ``host`` and ``pid``.
+        ``warnings`` (how many were recorded in run.log; in a Dask worker
+        every Python warning is), ``wall_seconds``, ``worker``, ``host``,
+        ``pid`` and ``finished``.
     """
     from lstm_hw.experiment import run_experiment
 
@@ -313,7 +336,7 @@ def run_task(task: SweepTask, cfg: Config, run_dir, argv: Sequence[str] = ()) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics, status, error = None, "ok", ""
     worker = _worker_address()
-    with _task_log(run_dir, in_worker=worker != "local"):
+    with _task_log(run_dir, in_worker=worker != "local") as warned:
         try:
             resume = (run_dir / RUN_MARKER).is_file()
             if resume:
@@ -334,6 +357,7 @@ def run_task(task: SweepTask, cfg: Config, run_dir, argv: Sequence[str] = ()) ->
         "seed": task.seed,
         "status": status,
         "error": error,
+        "warnings": warned.count,
         "wall_seconds": time.perf_counter() - start,
         "worker": worker,
         "host": socket.gethostname(),
@@ -377,6 +401,7 @@ def result_row(
     error: str = "",
     wall_seconds: float | None = None,
     worker: str = "",
+    warnings: int | None = None,
 ) -> dict[str, object]:
     """One row of ``results.csv``."""
     row: dict[str, object] = {"index": task.index, **task.point, "seed": task.seed}
@@ -386,6 +411,7 @@ def result_row(
         {
             "wall_seconds": wall_seconds,
             "worker": worker,
+            "warnings": warnings,
             "status": status,
             "error": error,
             "run": task.folder,
@@ -412,13 +438,14 @@ def _done_row(task: SweepTask, run_dir: Path) -> dict | None:
         metrics,
         wall_seconds=info.get("wall_seconds"),
         worker=str(info.get("worker", "")),
+        warnings=info.get("warnings"),
     )
 
 
 def _columns(rows: Iterable[Mapping], grid_keys: Sequence[str], modes) -> list[str]:
     """Column order: index, swept keys, seed, metrics by mode, then the rest."""
     head = ["index", *grid_keys, "seed"]
-    tail = ["wall_seconds", "worker", "status", "error", "run"]
+    tail = ["wall_seconds", "worker", "warnings", "status", "error", "run"]
     seen = list(dict.fromkeys(k for row in rows for k in row))
     metrics = [k for k in seen if k not in head and k not in tail]
 
@@ -441,7 +468,16 @@ def _is_number(value) -> bool:
     )
 
 
-_NOT_METRICS = ("index", "seed", "wall_seconds", "worker", "status", "error", "run")
+_NOT_METRICS = (
+    "index",
+    "seed",
+    "wall_seconds",
+    "worker",
+    "warnings",
+    "status",
+    "error",
+    "run",
+)
 
 
 def summarize(rows: Iterable[Mapping], cfg: Config) -> list[dict[str, object]]:
@@ -863,14 +899,17 @@ class _Tracker:
         where = f" on {row['worker']}" if row.get("worker") else ""
         wall = row.get("wall_seconds")
         took = f" in {wall:.1f} s" if isinstance(wall, float) else ""
+        n = row.get("warnings")
+        warned = f" ({n} warning{'s' * (n > 1)} in its run.log)" if n else ""
         if row["status"] == "ok":
             logger.info(
-                "task %d/%d done: %s%s%s%s",
+                "task %d/%d done: %s%s%s%s%s",
                 self.done,
                 self.total,
                 task.label(),
                 took,
                 where,
+                warned,
                 eta,
             )
         else:
@@ -1086,6 +1125,7 @@ def _run_pending(client, cfg, sweep_dir, pending, rows, writer, argv, bar, total
                     error=out["error"],
                     wall_seconds=out["wall_seconds"],
                     worker=out["worker"],
+                    warnings=out["warnings"],
                 )
             except Exception as err:  # the worker died or the task was lost
                 row = result_row(

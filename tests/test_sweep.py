@@ -268,6 +268,7 @@ def test_csv_has_one_row_per_task_with_every_metric(first_sweep, tiny_cfg):
         *metric_cols,
         "wall_seconds",
         "worker",
+        "warnings",
         "status",
         "error",
         "run",
@@ -281,6 +282,9 @@ def test_csv_has_one_row_per_task_with_every_metric(first_sweep, tiny_cfg):
         assert (row["status"], row["error"]) == ("ok", "")
         assert row["run"] == task.folder
         assert float(row["wall_seconds"]) > 0
+        # Warnings in a worker are counted and kept in the task's run.log.
+        log = (folder / task.folder / "run.log").read_text()
+        assert int(row["warnings"]) == log.count(" WARNING py.warnings: ")
         metrics = json.loads((folder / task.folder / "metrics.json").read_text())
         for mode, values in metrics["modes"].items():
             for name, value in values.items():
