@@ -365,7 +365,7 @@ def lstm_backward(
                 for k in range(rows):
                     g_t[b, k] = 0.0
                 continue
-            if t == steps - 1:
+            if t == last:
                 for j in range(hidden):
                     dh[b, j] += d_hn[b, j]
                     dc[b, j] += d_cn[b, j]
