@@ -416,11 +416,18 @@ class DeviceArray:
         return p.prog_noise * np.clip(target, g_lo, g_hi)
 
     def _store(self, values: np.ndarray, sel: np.ndarray) -> None:
-        """Put already legal ``values`` into the selected devices (now)."""
+        """Put already legal ``values`` into the selected devices (now).
+
+        ``sel`` is a boolean mask of the array's shape or flat indices.
+        """
         g = self._g.copy()
-        g[sel] = values
         t = self._t_program.copy()
-        t[sel] = self._time
+        if sel.dtype == np.bool_:
+            g[sel] = values
+            t[sel] = self._time
+        else:
+            g.ravel()[sel] = values
+            t.ravel()[sel] = self._time
         g.flags.writeable = False
         t.flags.writeable = False
         self._g, self._t_program = g, t
@@ -438,15 +445,28 @@ class DeviceArray:
 
     def _write(self, target: np.ndarray, mask: np.ndarray) -> int:
         """:meth:`write` for inputs already checked (float array, bool mask)."""
-        sel = mask & ~self._stuck
-        n = int(np.count_nonzero(sel))
+        idx = np.flatnonzero(mask & ~self._stuck)
+        return self._write_at(idx, target.ravel()[idx])
+
+    def working(self, idx: np.ndarray) -> np.ndarray:
+        """The flat indices among ``idx`` whose devices are not stuck."""
+        return idx[~self._stuck.ravel()[idx]]
+
+    def _write_at(self, idx: np.ndarray, target: np.ndarray) -> int:
+        """One pulse to each device of the flat indices ``idx`` (none stuck),
+        towards ``target`` (one value per index); inputs already checked.
+
+        Draws the same noise in the same order as a masked write of the same
+        devices, so both paths give the same conductances.
+        """
+        n = int(idx.size)
         if n == 0:
             return 0
-        t = target[sel]
-        lo, hi = self._g_lo[sel], self._g_hi[sel]
+        lo, hi = self._g_lo.ravel()[idx], self._g_hi.ravel()[idx]
+        t = target
         if self.params.prog_noise > 0.0:
             t = t + self._sigma(t, lo, hi) * self.rng.standard_normal(n)
-        self._store(reachable_values(t, lo, hi, self.params.n_levels), sel)
+        self._store(reachable_values(t, lo, hi, self.params.n_levels), idx)
         return n
 
     def set_exact(self, g, mask=None) -> int:

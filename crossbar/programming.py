@@ -289,12 +289,29 @@ class GateVoltageScheme:
         _check_devices(devices)
         self._check_state(devices, state)
         delta_g = devices.check_field("delta_g", delta_g)
-        sel = devices.check_mask(mask)
+        idx = np.flatnonzero(devices.check_mask(mask))
+        return self.apply_update_at(devices, state, idx, delta_g.ravel()[idx])
+
+    def apply_update_at(
+        self, devices: DeviceArray, state: GateState, idx, delta_g
+    ) -> int:
+        """:meth:`apply_update` on the devices of the flat indices ``idx``,
+        with one change [S] per index; inputs already checked.
+
+        Works on the selected devices only, which is what makes repeated
+        in-situ updates of a partly used array cheap.
+        """
+        v_flat = state.v_gate.ravel()
         dv = delta_g / self.slope
-        v_new = np.clip(state.v_gate + dv, self.v_gate_min, self.v_gate_max)
-        pulses = self._reset(devices, sel & (dv < 0.0))
-        pulses += self._set(devices, v_new, sel)
-        state.v_gate[sel] = v_new[sel]
+        v_new = np.clip(v_flat[idx] + dv, self.v_gate_min, self.v_gate_max)
+        reset = devices.working(idx[dv < 0.0])
+        pulses = devices._write_at(reset, devices.g_lo.ravel()[reset])
+        ok = ~devices.stuck.ravel()[idx]
+        live = idx[ok]
+        g_now = devices.conductance().ravel()[live]
+        target = np.maximum(self.g_set(v_new[ok]), g_now)
+        pulses += devices._write_at(live, target)
+        state.v_gate.flat[idx] = v_new
         return pulses
 
 

@@ -110,7 +110,10 @@ class Chip:
                 if k not in self.gate_states:
                     self.gate_states[k] = scheme.initial_state(devices.shape)
                 state = self.gate_states[k]
-                pulses += int(scheme.apply_update(devices, state, delta, mask=mask))
+                idx = np.flatnonzero(mask)
+                pulses += int(
+                    scheme.apply_update_at(devices, state, idx, delta.ravel()[idx])
+                )
             else:
                 pulses += int(scheme.apply_update(devices, delta, mask=mask))
         return pulses
