@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,20 +103,21 @@ def main() -> dict:
         for name, shape in SHAPES.items():
             net, x, y, loss, _ = _setup(shape, None)
             opt = SGD(1e-4, momentum=0.9)
-            ideal = _best(lambda: _ideal_step(net, x, y, loss, opt), 50)
+            ideal = _best(partial(_ideal_step, net, x, y, loss, opt), 50)
             row = {"ideal_ms": 1e3 * ideal}
             for label, r in (("insitu", 0.0), ("insitu_ir", 1.0)):
                 net, x, y, loss, hw = _setup(shape, r)
                 opt = SGD(1e-4, momentum=0.9)
                 reps = 20 if r == 0 else 5
-                t = _best(
-                    lambda: _insitu_step(net, x, y, loss, opt, hw, scheme, 1), reps
-                )
+                step = partial(_insitu_step, net, x, y, loss, opt, hw, scheme, 1)
+                t = _best(step, reps)
                 row[f"{label}_ms"] = 1e3 * t
                 row[f"{label}_ratio"] = t / ideal
             results[name] = row
-    print("| shape | ideal step (ms) | in situ (ms) | ratio (goal <= 2) "
-          "| in situ + IR drop (ms) | ratio (goal <= 5) |")
+    print(
+        "| shape | ideal step (ms) | in situ (ms) | ratio (goal <= 2) "
+        "| in situ + IR drop (ms) | ratio (goal <= 5) |"
+    )
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
