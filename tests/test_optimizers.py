@@ -115,7 +115,7 @@ def _torch_optimizer(torch, name, tensors):
 
 @pytest.mark.torch
 @pytest.mark.parametrize(
-    ("make", "name"), zip([c[0] for c in CASES], IDS, strict=True), ids=IDS
+    ("make", "name"), list(zip([c[0] for c in CASES], IDS, strict=True)), ids=IDS
 )
 def test_against_torch(make, name):
     torch = pytest.importorskip("torch")
