@@ -12,7 +12,9 @@ fresh folder; best of ``REPEATS``. A serial loop over the same tasks in
 this process (one BLAS thread, no Dask) is the reference for the overhead
 of Dask itself. The speed-up is the 1-worker time over the 2-worker time;
 the goal is at least 1.7 on a 2-core machine. Other work on the machine
-lowers it: the load averages before and after are recorded.
+lowers it: the load averages before and after are recorded, and so are the
+cores the workers actually got (their CPU seconds over the wall time) and
+how many tasks ran at once.
 
 Run ``python benchmarks/bench_sweep.py``; it prints a markdown table and
 writes ``benchmarks/results/sweep.json``.
@@ -66,8 +68,18 @@ def _warm_up() -> float:
     return time.perf_counter() - start
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process so far [s] (user + system)."""
+    return time.process_time()
+
+
 def time_cluster(cfg, n_workers: int, root: Path) -> dict:
-    """Start a cluster, warm it up and time the sweep on it, best of REPEATS."""
+    """Start a cluster, warm it up and time the sweep on it, best of REPEATS.
+
+    Also records, per repeat, the CPU seconds the workers used divided by
+    the wall time (the cores the sweep actually got) and the summed wall
+    time of the tasks over the sweep time (how many ran at once).
+    """
     from distributed import Client
 
     start = time.perf_counter()
@@ -76,16 +88,27 @@ def time_cluster(cfg, n_workers: int, root: Path) -> dict:
         started = time.perf_counter() - start
         client.run(_warm_up)
         warm = time.perf_counter() - start - started
-        times = []
+        times, cores, concurrency = [], [], []
         for r in range(REPEATS):
             out = root / f"workers{n_workers}-{r}"
+            cpu0 = sum(client.run(_cpu_seconds).values())
             t0 = time.perf_counter()
             result = run_sweep(cfg, out, client=client, argv=["bench_sweep"])
-            times.append(time.perf_counter() - t0)
+            wall = time.perf_counter() - t0
+            cpu = sum(client.run(_cpu_seconds).values()) - cpu0
             if not result.ok:
                 raise RuntimeError(f"tasks failed: {result.failed}")
+            times.append(wall)
+            cores.append(cpu / wall)
+            concurrency.append(sum(row["wall_seconds"] for row in result.rows) / wall)
             shutil.rmtree(out)
-    return {"start_seconds": started, "warm_up_seconds": warm, "sweep_seconds": times}
+    return {
+        "start_seconds": started,
+        "warm_up_seconds": warm,
+        "sweep_seconds": times,
+        "worker_cpu_per_wall": cores,
+        "tasks_at_once": concurrency,
+    }
 
 
 def time_serial(cfg, root: Path) -> list[float]:
@@ -147,6 +170,13 @@ def main() -> None:
         two["start_seconds"] + two["warm_up_seconds"] + best["2 workers"]
     )
     print(f"Speed-up including start and warm-up: {end_to_end:.2f}x")
+    for name, run in (("1 worker", one), ("2 workers", two)):
+        print(
+            f"{name}: tasks running at once "
+            + ", ".join(f"{c:.2f}" for c in run["tasks_at_once"])
+            + "; cores used by the workers (CPU s / wall s) "
+            + ", ".join(f"{c:.2f}" for c in run["worker_cpu_per_wall"])
+        )
     record = {
         "benchmark": "sweep",
         "config": "noise_sweep",

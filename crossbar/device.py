@@ -498,6 +498,26 @@ class DeviceArray:
         g = self._g * (age / t0) ** -self._nu
         return np.maximum(g, self._g_lo)
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The mutable state (conductances, programming times, clock) as
+        arrays, for checkpoints; fabrication is rebuilt from the seed."""
+        return {
+            "g": self._g.copy(),
+            "t_program": self._t_program.copy(),
+            "time": np.array(self._time),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned."""
+        g = check_array("state['g']", state["g"], shape=self.shape)
+        t = check_array("state['t_program']", state["t_program"], shape=self.shape)
+        g, t = g.copy(), t.copy()
+        g.flags.writeable = False
+        t.flags.writeable = False
+        self._g, self._t_program = g, t
+        self._time = float(state["time"])
+        self._version += 1
+
     def advance_time(self, dt: float) -> None:
         """Let ``dt`` [s] (``>= 0``) pass."""
         check_number("dt", dt, low=0.0)

@@ -44,9 +44,13 @@ class Dense:
         Same keys and shapes, overwritten by :meth:`backward`.
     """
 
-    def __init__(self, in_features: int, out_features: int,
-                 activation: str = "identity",
-                 rng: np.random.Generator | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "identity",
+        rng: np.random.Generator | None = None,
+    ):
         check_number("in_features", in_features, low=1, integer=True)
         check_number("out_features", out_features, low=1, integer=True)
         check_choice("activation", activation, ACTIVATIONS)
@@ -64,9 +68,11 @@ class Dense:
         self._exact = ExactPlanCache()
 
     def __repr__(self) -> str:
-        return (f"Dense(in_features={self.in_features}, "
-                f"out_features={self.out_features}, "
-                f"activation={self.activation!r})")
+        return (
+            f"Dense(in_features={self.in_features}, "
+            f"out_features={self.out_features}, "
+            f"activation={self.activation!r})"
+        )
 
     def combined_matrix(self) -> np.ndarray:
         """``[weight | bias]`` of shape (O, I + 1), read with ``u = [x, 1]``."""
@@ -95,8 +101,11 @@ class Dense:
         """
         x = check_array("x", x)
         if x.ndim not in (2, 3) or x.shape[-1] != self.in_features:
-            fail("x", f"of shape (B, {self.in_features}) or "
-                 f"(B, T, {self.in_features})", x)
+            fail(
+                "x",
+                f"of shape (B, {self.in_features}) or (B, T, {self.in_features})",
+                x,
+            )
         return self._forward(x, plan, check_seed(seed))
 
     def _forward(self, x, plan, seed):

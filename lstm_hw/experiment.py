@@ -287,43 +287,112 @@ class _Progress:
 
 
 class Experiment:
-    """Runs the configured modes of one config and keeps their results."""
+    """Runs the configured modes of one config and keeps their results.
 
-    def __init__(self, cfg, progress: bool = False):
+    With ``run_dir`` set, training saves a checkpoint of the mode it runs
+    (network, optimizer, random stream, history and, for hardware modes, the
+    chip) at most every ``checkpoint_seconds``; with ``resume`` a mode starts
+    from its checkpoint and ends with the numbers of an uninterrupted run.
+    """
+
+    checkpoint_seconds = 30.0
+
+    def __init__(self, cfg, progress: bool = False, run_dir=None, resume=False):
         self.cfg = cfg
         self.progress = progress
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.resume = resume
         self.dataset = build_dataset(cfg)
         self.loss = build_loss(cfg)
         self.results: dict[str, ModeResult] = {}
 
-    def _train(self, net, rng, desc, snapshot=None, **hooks) -> tuple[History, float]:
+    def _checkpoint(self, mode: str):
+        if self.run_dir is None:
+            return None
+        from lstm_hw.results import Checkpoint
+
+        return Checkpoint(self.run_dir / "modes" / mode)
+
+    def _train(
+        self, mode, net, rng, optimizer, *, snapshot=None, extra=None, **hooks
+    ) -> tuple[History, float]:
+        """Train one mode with progress, snapshots and checkpoints.
+
+        ``extra`` is ``(get, set)`` for the mode's own state beyond the
+        network, the optimizer and ``rng`` (a chip, the snapshots so far).
+        """
         t = self.cfg.training
-        bar = _Progress(self.progress, t.epochs, desc)
+        ckpt = self._checkpoint(mode)
+        start_epoch, history, spent = 0, None, 0.0
+        if self.resume and ckpt is not None and ckpt.exists():
+            arrays, state = ckpt.load()
+            for k, v in net.params().items():
+                v[...] = arrays[f"param/{k}"]
+            if optimizer is not None:
+                optimizer.load_state_dict(
+                    {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+                )
+            if extra is not None:
+                extra[1](
+                    {k[6:]: v for k, v in arrays.items() if k.startswith("extra/")}
+                )
+            rng.bit_generator.state = state["rng"]
+            start_epoch = int(state["epoch"])
+            history = History.from_dict(state["history"])
+            spent = float(state["seconds"])
+            logger.info("mode %s: resumed at epoch %d", mode, start_epoch)
+
+        bar = _Progress(self.progress, t.epochs, mode)
+        if start_epoch and bar.bar is not None:
+            bar.bar.update(start_epoch)
+        clock = {"start": time.perf_counter(), "saved": time.perf_counter()}
+
+        def save(epoch, history):
+            arrays = {f"param/{k}": v for k, v in net.params().items()}
+            if optimizer is not None:
+                arrays.update(
+                    {f"opt/{k}": v for k, v in optimizer.state_dict().items()}
+                )
+            if extra is not None:
+                arrays.update({f"extra/{k}": v for k, v in extra[0]().items()})
+            seconds = spent + time.perf_counter() - clock["start"]
+            state = {
+                "epoch": epoch + 1,
+                "rng": rng.bit_generator.state,
+                "history": history.as_dict(),
+                "seconds": seconds,
+            }
+            ckpt.save(arrays, state)
+            clock["saved"] = time.perf_counter()
 
         def callback(epoch, history):
             bar.update(history)
             if snapshot is not None and (epoch + 1) % t.snapshot_every == 0:
                 snapshot(epoch + 1)
+            due = time.perf_counter() - clock["saved"] >= self.checkpoint_seconds
+            if ckpt is not None and due and epoch + 1 < t.epochs:
+                save(epoch, history)
 
-        start = time.perf_counter()
         try:
             history = train(
                 net,
                 self.dataset,
                 self.loss,
-                hooks.pop("optimizer", None),
+                optimizer if "update_fn" not in hooks else None,
                 t.epochs,
                 t.batch_size,
                 rng,
                 clip=t.clip_norm or None,
                 truncate=t.truncate or None,
                 callback=callback,
+                start_epoch=start_epoch,
                 eval_every=t.eval_every,
+                history=history,
                 **hooks,
             )
         finally:
             bar.close()
-        return history, time.perf_counter() - start
+        return history, spent + time.perf_counter() - clock["start"]
 
     def _evaluate(self, net, plans=None, rng=None) -> dict:
         seed = 0 if rng is None else int(rng.integers(2**32))
@@ -332,9 +401,7 @@ class Experiment:
     def run_ideal(self) -> ModeResult:
         net = build_network(self.cfg, self.dataset)
         rng = _rng(self.cfg, "ideal")
-        history, seconds = self._train(
-            net, rng, "ideal", optimizer=build_optimizer(self.cfg)
-        )
+        history, seconds = self._train("ideal", net, rng, build_optimizer(self.cfg))
         ev = self._evaluate(net)
         return ModeResult(
             _metrics(self.dataset, ev, seconds, None),
@@ -416,8 +483,20 @@ class Experiment:
             restore_clean()
             optimizer.step(net_.params(), grads)
 
+        def get_extra():
+            # Checkpoints hold the clean weights, which the next forward
+            # pass would restore anyway.
+            restore_clean()
+            return scratch.get_state()
+
         history, seconds = self._train(
-            net, rng, "offline_aware", update_fn=update_fn, forward_plans_fn=plans_fn
+            "offline_aware",
+            net,
+            rng,
+            optimizer,
+            extra=(get_extra, scratch.set_state),
+            update_fn=update_fn,
+            forward_plans_fn=plans_fn,
         )
         restore_clean()
         return self._program_and_evaluate(net, rng, history, seconds)
@@ -455,11 +534,23 @@ class Experiment:
         def snapshot(epoch):
             snapshots[_snapshot_key(epoch)] = hw.conductances()
 
+        def get_extra():
+            out = hw.get_state()
+            out.update({f"snap/{k}": v for k, v in snapshots.items()})
+            return out
+
+        def set_extra(arrays):
+            hw.set_state(arrays, scheme)
+            snapshots.clear()
+            snapshots.update({k[5:]: v for k, v in arrays.items() if k[:5] == "snap/"})
+
         history, seconds = self._train(
+            "insitu",
             net,
             rng,
-            "insitu",
+            optimizer,
             snapshot=snapshot,
+            extra=(get_extra, set_extra),
             update_fn=update_fn,
             forward_plans_fn=plans_fn,
         )
@@ -506,7 +597,7 @@ def run_modes(cfg, run_dir=None, resume: bool = False, progress: bool = False):
     Each finished mode is saved under ``run_dir/modes/<mode>`` unless
     ``run_dir`` is None.
     """
-    exp = Experiment(cfg, progress=progress)
+    exp = Experiment(cfg, progress=progress, run_dir=run_dir, resume=resume)
     for mode in cfg.modes:
         folder = None if run_dir is None else Path(run_dir) / "modes" / mode
         if resume and folder is not None:
@@ -518,6 +609,7 @@ def run_modes(cfg, run_dir=None, resume: bool = False, progress: bool = False):
         result = exp.run_mode(mode)
         if folder is not None:
             result.save(folder)
+            exp._checkpoint(mode).clear()
     return exp
 
 

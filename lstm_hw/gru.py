@@ -55,8 +55,9 @@ class GRU(RecurrentLayer):
     zeros there.
     """
 
-    def __init__(self, input_size: int, hidden_size: int,
-                 rng: np.random.Generator | None = None):
+    def __init__(
+        self, input_size: int, hidden_size: int, rng: np.random.Generator | None = None
+    ):
         check_number("input_size", input_size, low=1, integer=True)
         check_number("hidden_size", hidden_size, low=1, integer=True)
         rng = make_rng(rng)
@@ -87,13 +88,13 @@ class GRU(RecurrentLayer):
         i, h = self.input_size, self.hidden_size
         p = self.params
         m = np.zeros((4 * h, i + h + 1))
-        m[:2 * h, :i] = p["weight_ih"][:2 * h]
-        m[:2 * h, i:i + h] = p["weight_hh"][:2 * h]
-        m[:2 * h, i + h] = p["bias_ih"][:2 * h] + p["bias_hh"][:2 * h]
-        m[2 * h:3 * h, :i] = p["weight_ih"][2 * h:]
-        m[2 * h:3 * h, i + h] = p["bias_ih"][2 * h:]
-        m[3 * h:, i:i + h] = p["weight_hh"][2 * h:]
-        m[3 * h:, i + h] = p["bias_hh"][2 * h:]
+        m[: 2 * h, :i] = p["weight_ih"][: 2 * h]
+        m[: 2 * h, i : i + h] = p["weight_hh"][: 2 * h]
+        m[: 2 * h, i + h] = p["bias_ih"][: 2 * h] + p["bias_hh"][: 2 * h]
+        m[2 * h : 3 * h, :i] = p["weight_ih"][2 * h :]
+        m[2 * h : 3 * h, i + h] = p["bias_ih"][2 * h :]
+        m[3 * h :, i : i + h] = p["weight_hh"][2 * h :]
+        m[3 * h :, i + h] = p["bias_hh"][2 * h :]
         return m
 
     def set_from_combined(self, matrix) -> None:
@@ -109,27 +110,27 @@ class GRU(RecurrentLayer):
         if m.shape[0] != 4 * h or m.shape[1] < i + h + 1:
             fail("matrix", f"of shape ({4 * h}, >= {i + h + 1})", m)
         p = self.params
-        bias = m[:, i + h:].sum(axis=1)
-        p["weight_ih"][:2 * h] = m[:2 * h, :i]
-        p["weight_hh"][:2 * h] = m[:2 * h, i:i + h]
-        p["bias_ih"][:2 * h] = bias[:2 * h] - p["bias_hh"][:2 * h]
-        p["weight_ih"][2 * h:] = m[2 * h:3 * h, :i]
-        p["bias_ih"][2 * h:] = bias[2 * h:3 * h]
-        p["weight_hh"][2 * h:] = m[3 * h:, i:i + h]
-        p["bias_hh"][2 * h:] = bias[3 * h:]
+        bias = m[:, i + h :].sum(axis=1)
+        p["weight_ih"][: 2 * h] = m[: 2 * h, :i]
+        p["weight_hh"][: 2 * h] = m[: 2 * h, i : i + h]
+        p["bias_ih"][: 2 * h] = bias[: 2 * h] - p["bias_hh"][: 2 * h]
+        p["weight_ih"][2 * h :] = m[2 * h : 3 * h, :i]
+        p["bias_ih"][2 * h :] = bias[2 * h : 3 * h]
+        p["weight_hh"][2 * h :] = m[3 * h :, i : i + h]
+        p["bias_hh"][2 * h :] = bias[3 * h :]
 
     def combined_grad(self) -> np.ndarray:
         """Gradient of the loss in the layout of :meth:`combined_matrix`."""
         i, h = self.input_size, self.hidden_size
         g = self.grads
         m = np.zeros((4 * h, i + h + 1))
-        m[:2 * h, :i] = g["weight_ih"][:2 * h]
-        m[:2 * h, i:i + h] = g["weight_hh"][:2 * h]
-        m[:2 * h, i + h] = g["bias_ih"][:2 * h]
-        m[2 * h:3 * h, :i] = g["weight_ih"][2 * h:]
-        m[2 * h:3 * h, i + h] = g["bias_ih"][2 * h:]
-        m[3 * h:, i:i + h] = g["weight_hh"][2 * h:]
-        m[3 * h:, i + h] = g["bias_hh"][2 * h:]
+        m[: 2 * h, :i] = g["weight_ih"][: 2 * h]
+        m[: 2 * h, i : i + h] = g["weight_hh"][: 2 * h]
+        m[: 2 * h, i + h] = g["bias_ih"][: 2 * h]
+        m[2 * h : 3 * h, :i] = g["weight_ih"][2 * h :]
+        m[2 * h : 3 * h, i + h] = g["bias_ih"][2 * h :]
+        m[3 * h :, i : i + h] = g["weight_hh"][2 * h :]
+        m[3 * h :, i + h] = g["bias_hh"][2 * h :]
         return m
 
     # -------------------------------------------------------------- passes
@@ -167,13 +168,14 @@ class GRU(RecurrentLayer):
         # c0 is accepted (and ignored) so that both layer types share a call.
         batch, steps, _ = x.shape
         matrix = self.combined_matrix()
-        plan = resolve_plan(plan, matrix, self.input_size, self.hidden_size,
-                            self._exact)
+        plan = resolve_plan(
+            plan, matrix, self.input_size, self.hidden_size, self._exact
+        )
         ws = self._workspace(batch, steps, plan.n_in)
-        out, h_n = kernels.gru_forward(plan, x, lens, h0, seed, ws["u_all"],
-                                       ws["gates"])
-        self._cache = {"matrix": matrix, "lengths": lens, "shape": x.shape,
-                       "ws": ws}
+        out, h_n = kernels.gru_forward(
+            plan, x, lens, h0, seed, ws["u_all"], ws["gates"]
+        )
+        self._cache = {"matrix": matrix, "lengths": lens, "shape": x.shape, "ws": ws}
         return out, h_n
 
     def _new_workspace(self, batch: int, steps: int, n_in: int) -> dict:
@@ -206,8 +208,7 @@ class GRU(RecurrentLayer):
         d_x : ndarray (B, T, I), or None when ``input_grad`` is False.
         """
         d_out, use_d_out, trunc = self._prepare_backward(d_out, truncate)
-        d_h = check_state("d_state", d_state, self._cache["shape"][0],
-                          self.hidden_size)
+        d_h = check_state("d_state", d_state, self._cache["shape"][0], self.hidden_size)
         return self._backward(d_out, use_d_out, d_h, None, trunc, bool(input_grad))
 
     def _backward(self, d_out, use_d_out, d_h, d_c, trunc, input_grad):
@@ -216,18 +217,27 @@ class GRU(RecurrentLayer):
         w_ih, w_hh = self._split_matrix()
         ws = cache["ws"]
         d_comb, d_x, d_h0 = kernels.gru_backward(
-            w_ih, w_hh, cache["lengths"], ws["u_all"], ws["gates"], d_out,
-            use_d_out, d_h, trunc, input_grad, ws["dz"],
+            w_ih,
+            w_hh,
+            cache["lengths"],
+            ws["u_all"],
+            ws["gates"],
+            d_out,
+            use_d_out,
+            d_h,
+            trunc,
+            input_grad,
+            ws["dz"],
         )
         g = self.grads
         col_b = n_x + h
-        g["weight_ih"][:2 * h] = d_comb[:2 * h, :n_x]
-        g["weight_ih"][2 * h:] = d_comb[2 * h:3 * h, :n_x]
-        g["weight_hh"][:2 * h] = d_comb[:2 * h, n_x:col_b]
-        g["weight_hh"][2 * h:] = d_comb[3 * h:, n_x:col_b]
-        g["bias_ih"][:2 * h] = d_comb[:2 * h, col_b]
-        g["bias_ih"][2 * h:] = d_comb[2 * h:3 * h, col_b]
-        g["bias_hh"][:2 * h] = d_comb[:2 * h, col_b]
-        g["bias_hh"][2 * h:] = d_comb[3 * h:, col_b]
+        g["weight_ih"][: 2 * h] = d_comb[: 2 * h, :n_x]
+        g["weight_ih"][2 * h :] = d_comb[2 * h : 3 * h, :n_x]
+        g["weight_hh"][: 2 * h] = d_comb[: 2 * h, n_x:col_b]
+        g["weight_hh"][2 * h :] = d_comb[3 * h :, n_x:col_b]
+        g["bias_ih"][: 2 * h] = d_comb[: 2 * h, col_b]
+        g["bias_ih"][2 * h :] = d_comb[2 * h : 3 * h, col_b]
+        g["bias_hh"][: 2 * h] = d_comb[: 2 * h, col_b]
+        g["bias_hh"][2 * h :] = d_comb[3 * h :, col_b]
         self.grad_h0 = d_h0
         return d_x if input_grad else None

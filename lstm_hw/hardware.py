@@ -190,6 +190,35 @@ class HardwareNetwork:
         """Programming pulses spent on this network so far."""
         return self._update_pulses + sum(m.pulses for m in self.matrices.values())
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Every array's device state, gate voltages and pulse counts."""
+        out = {}
+        for k, arr in enumerate(self.chip.arrays):
+            for name, value in arr.devices.get_state().items():
+                out[f"array{k}/{name}"] = value
+        for k, state in self.chip.gate_states.items():
+            out[f"gate{k}"] = state.v_gate.copy()
+        out["pulses"] = np.array(
+            [self._update_pulses] + [self.matrices[k].pulses for k in LAYERS]
+        )
+        return out
+
+    def set_state(self, state: dict, scheme=None) -> None:
+        """Restore what :meth:`get_state` returned (``scheme`` makes gate
+        states when the checkpoint has them)."""
+        for k, arr in enumerate(self.chip.arrays):
+            arr.devices.set_state(
+                {n: state[f"array{k}/{n}"] for n in ("g", "t_program", "time")}
+            )
+            if f"gate{k}" in state:
+                if k not in self.chip.gate_states:
+                    self.chip.gate_states[k] = scheme.initial_state(arr.shape)
+                self.chip.gate_states[k].v_gate[...] = state[f"gate{k}"]
+        pulses = [int(p) for p in state["pulses"]]
+        self._update_pulses = pulses[0]
+        for k, p in zip(LAYERS, pulses[1:], strict=True):
+            self.matrices[k].pulses = p
+
     def conductances(self) -> np.ndarray:
         """Conductances of every array of the chip [S], shape (arrays, rows, cols)."""
         return np.stack([a.g for a in self.chip.arrays])

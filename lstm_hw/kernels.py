@@ -197,8 +197,9 @@ def _weight_and_input_grads(dz, u_all, w_ih, n_steps, need_dx):
 
 
 @njit
-def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed, u_all, gates,
-                 cells, tanh_c):
+def lstm_forward(
+    plan, x, lengths, h0, c0, peep, variant, seed, u_all, gates, cells, tanh_c
+):
     """Run an LSTM layer over ``x`` (B, T, I) through ``plan``.
 
     The caller owns the work arrays, which keep what the backward pass needs
@@ -236,7 +237,7 @@ def lstm_forward(plan, x, lengths, h0, c0, peep, variant, seed, u_all, gates,
     z = np.empty((batch, rows))
     # Arguments of expm1: -z for sigmoid gates, -2 z for the tanh gate g.
     scale = np.full(rows, -1.0)
-    scale[og:og + hidden] = -2.0
+    scale[og : og + hidden] = -2.0
     arg = np.empty(batch * rows)
     m = np.empty(batch * rows)
     scratch = np.empty(batch * rows)
@@ -467,7 +468,7 @@ def gru_forward(plan, x, lengths, h0, seed, u_all, gates):
                 nh = z[b, h3 + j]
                 a[b, h3 + j] = nh
                 arg_n2d[b, j] = -2.0 * (z[b, h2 + j] + a[b, j] * nh)
-        expm1_into(arg_n, m_n, scratch[:batch * hidden])
+        expm1_into(arg_n, m_n, scratch[: batch * hidden])
         for b in range(batch):
             if t >= lengths[b]:
                 continue
@@ -482,8 +483,9 @@ def gru_forward(plan, x, lengths, h0, seed, u_all, gates):
 
 
 @njit
-def gru_backward(w_ih, w_hh, lengths, u_all, gates, d_out, use_d_out, d_hn,
-                 truncate, need_dx, dz):
+def gru_backward(
+    w_ih, w_hh, lengths, u_all, gates, d_out, use_d_out, d_hn, truncate, need_dx, dz
+):
     """BPTT of :func:`gru_forward` on the software weights.
 
     ``w_ih`` (4H, I) and ``w_hh`` (4H, H) are column blocks of the combined

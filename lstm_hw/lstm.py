@@ -28,8 +28,11 @@ from lstm_hw import kernels
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = {"vanilla": kernels.VANILLA, "peephole": kernels.PEEPHOLE,
-            "cifg": kernels.CIFG}
+VARIANTS = {
+    "vanilla": kernels.VANILLA,
+    "peephole": kernels.PEEPHOLE,
+    "cifg": kernels.CIFG,
+}
 
 SEED_MAX = 2**32 - 1
 
@@ -46,8 +49,12 @@ def make_rng(rng) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng()
     if not isinstance(rng, np.random.Generator):
-        fail("rng", "a numpy.random.Generator or None", rng,
-             "use numpy.random.default_rng(seed)")
+        fail(
+            "rng",
+            "a numpy.random.Generator or None",
+            rng,
+            "use numpy.random.default_rng(seed)",
+        )
     return rng
 
 
@@ -63,8 +70,12 @@ def lengths_from_mask(mask) -> np.ndarray:
     lengths = arr.sum(axis=1).astype(np.int64)
     steps = np.arange(arr.shape[1])
     if not np.array_equal(arr, steps[None, :] < lengths[:, None]):
-        fail("mask", "True on a prefix of each row and False after it", mask,
-             "padding must come at the end of each sequence")
+        fail(
+            "mask",
+            "True on a prefix of each row and False after it",
+            mask,
+            "padding must come at the end of each sequence",
+        )
     if np.any(lengths < 1):
         fail("mask", "True at the first step of every row", mask)
     return lengths
@@ -73,8 +84,12 @@ def lengths_from_mask(mask) -> np.ndarray:
 def resolve_lengths(lengths, mask, batch: int, steps: int) -> np.ndarray:
     """int64 lengths (B,) from ``lengths`` or ``mask`` (at most one given)."""
     if lengths is not None and mask is not None:
-        fail("mask", "None when 'lengths' is given", mask,
-             "give either lengths or a mask")
+        fail(
+            "mask",
+            "None when 'lengths' is given",
+            mask,
+            "give either lengths or a mask",
+        )
     if mask is not None:
         out = lengths_from_mask(mask)
         if out.shape[0] != batch or np.asarray(mask).shape[1] != steps:
@@ -91,8 +106,12 @@ def resolve_lengths(lengths, mask, batch: int, steps: int) -> np.ndarray:
         else:
             fail("lengths", "integers", lengths)
     if np.any(arr < 1) or np.any(arr > steps):
-        fail("lengths", f"integers in [1, {steps}] (the time axis of x)", lengths,
-             f"min {arr.min()}, max {arr.max()}")
+        fail(
+            "lengths",
+            f"integers in [1, {steps}] (the time axis of x)",
+            lengths,
+            f"min {arr.min()}, max {arr.max()}",
+        )
     return kernel_array(arr, np.int64)
 
 
@@ -134,8 +153,12 @@ class ExactPlanCache:
 
     def __call__(self, matrix: np.ndarray) -> ReadPlan:
         if not np.all(np.isfinite(matrix)):
-            fail("params", "finite (no NaN or inf)", matrix,
-                 "the weights diverged or were set to non-finite values")
+            fail(
+                "params",
+                "finite (no NaN or inf)",
+                matrix,
+                "the weights diverged or were set to non-finite values",
+            )
         plan = self._plan
         if plan is None or plan.g.shape[1:] != matrix.shape[::-1]:
             plan = self._plan = exact_plan(matrix)
@@ -144,8 +167,9 @@ class ExactPlanCache:
         return plan
 
 
-def resolve_plan(plan, matrix: np.ndarray, n_x: int, n_h: int,
-                 cache: ExactPlanCache) -> ReadPlan:
+def resolve_plan(
+    plan, matrix: np.ndarray, n_x: int, n_h: int, cache: ExactPlanCache
+) -> ReadPlan:
     """The plan to use: exact for ``matrix`` when None, else checked shapes."""
     if plan is None:
         return cache(matrix)
@@ -153,9 +177,12 @@ def resolve_plan(plan, matrix: np.ndarray, n_x: int, n_h: int,
         fail("plan", "a crossbar.read_kernel.ReadPlan or None", plan)
     rows = matrix.shape[0]
     if plan.n_out != rows or plan.n_in < n_x + n_h + 1:
-        fail("plan", f"a plan with n_out = {rows} and n_in >= {n_x + n_h + 1}",
-             f"n_out = {plan.n_out}, n_in = {plan.n_in}",
-             "build it from the layer's combined_matrix()")
+        fail(
+            "plan",
+            f"a plan with n_out = {rows} and n_in >= {n_x + n_h + 1}",
+            f"n_out = {plan.n_out}, n_in = {plan.n_in}",
+            "build it from the layer's combined_matrix()",
+        )
     return plan
 
 
@@ -238,8 +265,10 @@ class RecurrentLayer:
         """Input and recurrent column blocks of the forward's matrix."""
         m = self._cache["matrix"]
         n_x, h = self.input_size, self.hidden_size
-        return (np.ascontiguousarray(m[:, :n_x]),
-                np.ascontiguousarray(m[:, n_x:n_x + h]))
+        return (
+            np.ascontiguousarray(m[:, :n_x]),
+            np.ascontiguousarray(m[:, n_x : n_x + h]),
+        )
 
     @property
     def lengths(self) -> np.ndarray | None:
@@ -289,8 +318,13 @@ class LSTM(RecurrentLayer):
     :mod:`lstm_hw.kernels`).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, variant: str = "vanilla",
-                 rng: np.random.Generator | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        variant: str = "vanilla",
+        rng: np.random.Generator | None = None,
+    ):
         check_number("input_size", input_size, low=1, integer=True)
         check_number("hidden_size", hidden_size, low=1, integer=True)
         check_choice("variant", variant, VARIANTS)
@@ -313,11 +347,13 @@ class LSTM(RecurrentLayer):
         self._setup()
         self.grad_c0: np.ndarray | None = None
         # Rows i, g, o of the PyTorch layout for cifg (forget rows left out).
-        self._rows = np.r_[0:h, 2 * h:4 * h] if variant == "cifg" else None
+        self._rows = np.r_[0:h, 2 * h : 4 * h] if variant == "cifg" else None
 
     def __repr__(self) -> str:
-        return (f"LSTM(input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, variant={self.variant!r})")
+        return (
+            f"LSTM(input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, variant={self.variant!r})"
+        )
 
     @property
     def gate_rows(self) -> int:
@@ -363,22 +399,24 @@ class LSTM(RecurrentLayer):
         rows = slice(None) if self._rows is None else self._rows
         p = self.params
         p["weight_ih"][rows] = m[:, :i]
-        p["weight_hh"][rows] = m[:, i:i + h]
-        p["bias_ih"][rows] = m[:, i + h:].sum(axis=1) - p["bias_hh"][rows]
+        p["weight_hh"][rows] = m[:, i : i + h]
+        p["bias_ih"][rows] = m[:, i + h :].sum(axis=1) - p["bias_hh"][rows]
 
     def combined_grad(self) -> np.ndarray:
         """Gradient of the loss in the layout of :meth:`combined_matrix`."""
         g = self.grads
         return np.concatenate(
-            [self._take(g["weight_ih"]), self._take(g["weight_hh"]),
-             self._take(g["bias_ih"])[:, None]],
+            [
+                self._take(g["weight_ih"]),
+                self._take(g["weight_hh"]),
+                self._take(g["bias_ih"])[:, None],
+            ],
             axis=1,
         )
 
     # -------------------------------------------------------------- passes
 
-    def forward(self, x, h0=None, c0=None, lengths=None, plan=None, seed=0,
-                mask=None):
+    def forward(self, x, h0=None, c0=None, lengths=None, plan=None, seed=0, mask=None):
         """Run the layer over a batch of sequences.
 
         Parameters
@@ -412,16 +450,32 @@ class LSTM(RecurrentLayer):
     def _forward(self, x, lens, h0, c0, plan, seed):
         batch, steps, _ = x.shape
         matrix = self.combined_matrix()
-        plan = resolve_plan(plan, matrix, self.input_size, self.hidden_size,
-                            self._exact)
+        plan = resolve_plan(
+            plan, matrix, self.input_size, self.hidden_size, self._exact
+        )
         peep = self._peep()
         ws = self._workspace(batch, steps, plan.n_in)
         out, h_n, c_n = kernels.lstm_forward(
-            plan, x, lens, h0, c0, peep, self._variant_id, seed,
-            ws["u_all"], ws["gates"], ws["cells"], ws["tanh_c"],
+            plan,
+            x,
+            lens,
+            h0,
+            c0,
+            peep,
+            self._variant_id,
+            seed,
+            ws["u_all"],
+            ws["gates"],
+            ws["cells"],
+            ws["tanh_c"],
         )
-        self._cache = {"matrix": matrix, "peep": peep, "lengths": lens,
-                       "shape": x.shape, "ws": ws}
+        self._cache = {
+            "matrix": matrix,
+            "peep": peep,
+            "lengths": lens,
+            "shape": x.shape,
+            "ws": ws,
+        }
         return out, (h_n, c_n)
 
     def _new_workspace(self, batch: int, steps: int, n_in: int) -> dict:
@@ -472,9 +526,22 @@ class LSTM(RecurrentLayer):
         w_ih, w_hh = self._split_matrix()
         ws = cache["ws"]
         d_comb, d_peep, d_x, d_h0, d_c0 = kernels.lstm_backward(
-            w_ih, w_hh, cache["peep"], self._variant_id, cache["lengths"],
-            ws["u_all"], ws["gates"], ws["cells"], ws["tanh_c"], d_out,
-            use_d_out, d_h, d_c, trunc, input_grad, ws["dz"],
+            w_ih,
+            w_hh,
+            cache["peep"],
+            self._variant_id,
+            cache["lengths"],
+            ws["u_all"],
+            ws["gates"],
+            ws["cells"],
+            ws["tanh_c"],
+            d_out,
+            use_d_out,
+            d_h,
+            d_c,
+            trunc,
+            input_grad,
+            ws["dz"],
         )
         g = self.grads
         rows = slice(None) if self._rows is None else self._rows
@@ -482,7 +549,7 @@ class LSTM(RecurrentLayer):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 g[name][...] = 0.0
         g["weight_ih"][rows] = d_comb[:, :n_x]
-        g["weight_hh"][rows] = d_comb[:, n_x:n_x + h]
+        g["weight_hh"][rows] = d_comb[:, n_x : n_x + h]
         g["bias_ih"][rows] = d_comb[:, n_x + h]
         g["bias_hh"][rows] = d_comb[:, n_x + h]
         if self.variant == "peephole":

@@ -58,8 +58,12 @@ class Network:
         if not isinstance(head, Dense):
             fail("head", "an lstm_hw.Dense", head)
         if head.in_features != rnn.hidden_size:
-            fail("head", f"a Dense with in_features = {rnn.hidden_size} "
-                 "(the hidden size of rnn)", head)
+            fail(
+                "head",
+                f"a Dense with in_features = {rnn.hidden_size} "
+                "(the hidden size of rnn)",
+                head,
+            )
         check_choice("output", output, OUTPUTS)
         self.rnn = rnn
         self.head = head
@@ -96,8 +100,7 @@ class Network:
         plans = self._check_plans(plans)
         seed = check_seed(seed)
         zeros = np.zeros((batch, self.rnn.hidden_size))
-        out, state = self.rnn._forward(x, lens, zeros, zeros, plans.get("rnn"),
-                                       seed)
+        out, state = self.rnn._forward(x, lens, zeros, zeros, plans.get("rnn"), seed)
         self._lengths = lens
         self._steps = steps
         if self.output == "last":
@@ -165,8 +168,7 @@ class Network:
 
     def combined_matrices(self) -> dict[str, np.ndarray]:
         """``{"rnn": M, "head": M}``, each layer's combined matrix."""
-        return {"rnn": self.rnn.combined_matrix(),
-                "head": self.head.combined_matrix()}
+        return {"rnn": self.rnn.combined_matrix(), "head": self.head.combined_matrix()}
 
     def set_from_combined(self, matrices: dict) -> None:
         """Load ``{"rnn": M, "head": M}`` (either key may be missing)."""

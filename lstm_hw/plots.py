@@ -7,11 +7,8 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +24,12 @@ def _save(fig, path: Path) -> None:
     from lstm_hw.results import save_figure
 
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def training_curves(results: dict, metric: str):
     """Training loss and test metric of every mode against the epoch."""
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for mode, res in results.items():
         h = res.history
         epochs = np.asarray(h.epoch) + 1
@@ -55,7 +52,8 @@ def training_curves(results: dict, metric: str):
 
 def predictions(results: dict, dataset):
     """Per-step regression: every mode's predictions against the truth."""
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
     first = next(iter(results.values()))
     truth = np.asarray(first.predictions["targets"])[0].ravel()
     ax.plot(truth, color="black", lw=2, label="truth")
@@ -75,7 +73,8 @@ def predictions(results: dict, dataset):
 def confusion_matrices(results: dict, n_classes: int):
     """One confusion matrix (true class against predicted) per mode."""
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), squeeze=False)
+    fig = Figure(figsize=(3.4 * n, 3.4))
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, (mode, res) in zip(axes[0], results.items(), strict=True):
         pred = np.asarray(res.predictions["predictions"]).ravel()
         true = np.asarray(res.predictions["targets"]).ravel()
@@ -100,13 +99,8 @@ def conductance_maps(states: dict[str, np.ndarray], title: str):
     n = next(iter(states.values())).shape[0]
     rows, cols = next(iter(states.values())).shape[1:]
     width = 2.2 + 3.0 * len(labels) * min(cols / rows, 2.0)
-    fig, axes = plt.subplots(
-        n,
-        len(labels),
-        figsize=(width, 3.6 * n),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig = Figure(figsize=(width, 3.6 * n), layout="constrained")
+    axes = fig.subplots(n, len(labels), squeeze=False)
     vmax = 1e6 * max(float(g.max()) for g in states.values())
     for k in range(n):
         for j, label in enumerate(labels):
@@ -123,7 +117,8 @@ def conductance_maps(states: dict[str, np.ndarray], title: str):
 def ir_drop_map(error: np.ndarray, title: str):
     """(G_eff - G) / max G of every array: where the wires cost the most."""
     n = error.shape[0]
-    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False)
+    fig = Figure(figsize=(4.5 * n, 3.4))
+    axes = fig.subplots(1, n, squeeze=False)
     for k in range(n):
         im = axes[0, k].imshow(100 * error[k], cmap="magma_r")
         axes[0, k].set_title(f"array {k}")

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbar.validation import ParameterError, check_number, fail
+from crossbar.validation import check_number, fail
 from lstm_hw.config import (
     Config,
     ConfigError,
@@ -625,12 +625,7 @@ def summary_figure(
         )
         return None
     numeric = x_key is not None and all(_is_number(v) for v in x_values)
-    order = (
-        sorted(range(len(x_values)), key=lambda i: x_values[i])
-        if numeric
-        else (list(range(len(x_values))))
-    )
-    xs = [x_values[i] for i in order]
+    xs = sorted(x_values) if numeric else x_values
     pos = np.array(xs, dtype=float) if numeric else np.arange(len(xs), dtype=float)
     fig, axes = plt.subplots(
         len(metrics),
@@ -671,9 +666,18 @@ def summary_figure(
             if not numeric:
                 ax.set_xticks(pos, [_short(x) if x_key else "base config" for x in xs])
             ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(
+            list(legend.values()),
+            list(legend),
+            loc="upper center",
+            ncol=len(legend),
+            frameon=False,
+        )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return fig
 
@@ -981,17 +985,15 @@ def run_sweep(
     """
     if not isinstance(cfg, Config):
         fail("cfg", "a lstm_hw.config.Config", cfg)
-    given = [
-        n for n, v in (("client", client), ("scheduler", scheduler)) if v is not None
-    ]
-    if len(given) > 1 or (given and n_workers is not None):
-        raise ParameterError(
-            "parameter 'n_workers' sets the size of a local cluster and 'client' "
-            "or 'scheduler' run on an existing one; give only one of the three"
-            if n_workers is not None
-            else "parameters 'client' and 'scheduler' exclude each other"
-        )
+    if client is not None and scheduler is not None:
+        fail("scheduler", "None when a client is given", scheduler)
     if n_workers is not None:
+        if client is not None or scheduler is not None:
+            fail(
+                "n_workers",
+                "None when a client or scheduler is given (it sizes a local cluster)",
+                n_workers,
+            )
         check_number("n_workers", n_workers, low=1, integer=True)
     argv = list(sys.argv if argv is None else argv)
     start = time.perf_counter()
@@ -1025,23 +1027,26 @@ def run_sweep(
     writer = _CsvWriter(sweep_dir / RESULTS_CSV, rows, grid_keys, list(cfg.modes))
     writer.write()
     ran = 0
-    if pending:
-        if client is None and scheduler is None:
-            # No more worker processes than tasks: each one costs a start-up.
-            n_workers = min(n_workers or _default_workers(), len(pending))
-        with _client(client, scheduler, n_workers) as dask_client:
-            ran = _run_pending(
-                dask_client,
-                cfg,
-                sweep_dir,
-                pending,
-                rows,
-                writer,
-                argv,
-                progress,
-                len(tasks),
-            )
-    writer.write()
+    try:
+        if pending:
+            if client is None and scheduler is None:
+                # No more worker processes than tasks: each costs a start-up.
+                n_workers = min(n_workers or _default_workers(), len(pending))
+            with _client(client, scheduler, n_workers) as dask_client:
+                ran = _run_pending(
+                    dask_client,
+                    cfg,
+                    sweep_dir,
+                    pending,
+                    rows,
+                    writer,
+                    argv,
+                    progress,
+                    len(tasks),
+                )
+    finally:
+        # Also after an interruption: every finished task is in the table.
+        writer.write()
     ordered = [rows[t.index] for t in tasks]
     summary = summarize(ordered, cfg)
     if summary:

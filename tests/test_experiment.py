@@ -114,3 +114,33 @@ def test_command_line_run_writes_a_complete_folder(tmp_path, capsys):
     assert main(args) == 2
     assert "error:" in capsys.readouterr().err
     assert (out / "metrics.json").read_text() == first
+
+
+@pytest.mark.parametrize("mode", ["ideal", "offline_aware", "insitu"])
+def test_resume_inside_a_mode_gives_the_uninterrupted_numbers(
+    full_run, tmp_path, monkeypatch, mode
+):
+    from lstm_hw import experiment
+
+    _, metrics = full_run
+    monkeypatch.setattr(experiment.Experiment, "checkpoint_seconds", 0.0)
+    real_update = experiment._Progress.update
+
+    def interrupt(self, history):
+        real_update(self, history)
+        if history.epoch[-1] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment._Progress, "update", interrupt)
+    cfg = _cfg(f'modes=["{mode}"]')
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path)
+    assert (tmp_path / "modes" / mode / "checkpoint.json").exists()
+    monkeypatch.setattr(experiment._Progress, "update", real_update)
+    resumed = run_experiment(cfg, tmp_path, resume=True)
+    for key, value in metrics["modes"][mode].items():
+        if key != "train_seconds":
+            assert resumed["modes"][mode][key] == value, key
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 4
+    assert not (tmp_path / "modes" / mode / "checkpoint.json").exists()
