@@ -379,31 +379,34 @@ class TiledMatrix:
         n_k = max(t.n_in for t in self.tiles)
         n_c = max(t.n_out if pair_rows else 2 * t.n_out for t in self.tiles)
         n_t = len(self.tiles)
+        sigma = self.chip.device.read_noise if noisy else 0.0
         g = np.zeros((n_t, n_k, n_c))
-        q = np.zeros((n_t, n_k, n_c))
+        # Without read noise the kernel never looks at q.
+        q = np.zeros((n_t, n_k, n_c) if sigma > 0.0 else (n_t, 1, 1))
         in_idx = np.full((n_t, n_k), -1, dtype=np.int64)
         in_scale = np.zeros((n_t, n_k))
         ch_out = np.full((n_t, n_c), -1, dtype=np.int64)
         ch_sign = np.zeros((n_t, n_c))
-        sigma = self.chip.device.read_noise if noisy else 0.0
 
         for t, tile in enumerate(self.tiles):
             arr = self.chip.arrays[tile.array]
             sl_r, sl_c = self._block_slices(tile)
             eff = arr.effective_conductance()[sl_r, sl_c]
-            dev = arr.g[sl_r, sl_c]
+            dev = arr.g[sl_r, sl_c] if sigma > 0.0 else None
             n, m = tile.n_in, tile.n_out
             in_idx[t, :n] = np.arange(tile.in_start, tile.in_stop)
             in_scale[t, :n] = self.in_scale[tile.in_start : tile.in_stop]
             outs = np.arange(tile.out_start, tile.out_stop)
             if pair_rows:
                 g[t, :n, :m] = eff[:n] - eff[n:]
-                q[t, :n, :m] = sigma**2 * (dev[:n] ** 2 + dev[n:] ** 2)
+                if dev is not None:
+                    q[t, :n, :m] = sigma**2 * (dev[:n] ** 2 + dev[n:] ** 2)
                 ch_out[t, :m] = outs
                 ch_sign[t, :m] = 1.0
             else:
                 g[t, :n, : 2 * m] = eff
-                q[t, :n, : 2 * m] = sigma**2 * dev**2
+                if dev is not None:
+                    q[t, :n, : 2 * m] = sigma**2 * dev**2
                 ch_out[t, :m] = outs
                 ch_out[t, m : 2 * m] = outs
                 ch_sign[t, :m] = 1.0
