@@ -19,23 +19,28 @@ convergence tolerance:
   device ends is a dense symmetric matrix ``P`` computed in ``O(n^2)`` with
   pivots written as series combinations of conductances (no subtraction).
 * The lines of the other family form a block-tridiagonal system with dense
-  ``n x n`` blocks, ``n = min(rows, cols)``. A block Cholesky sweep runs from
-  the open ends towards the terminals. Its recursion is kept in the form
-  ``E_p = P_p + series(E_{p-1}, 1 / r)``, where ``series(E, b) = E - E (b I +
-  E)^-1 E`` is the matrix series combination of ``E`` and one wire segment:
-  no difference of nearly equal numbers appears when the wire conductance is
-  much larger than the devices' (0.1 ohm against 1 uS).
-* Every source enters the sweep in its own block, so ``G_eff`` is carried
-  along the sweep as an ``n x k`` matrix for the ``k`` sources seen so far;
-  no back substitution is needed.
+  ``n x n`` blocks, ``n = min(rows, cols)``. One sweep runs from the open
+  ends towards the terminals, keeping ``E_p = P_p + series(E_{p-1}, b)``
+  with ``series(E, b) = E - E (b I + E)^-1 E`` the matrix series combination
+  of ``E`` and one wire segment. It is computed by moving the block's nodes
+  across the segment a few at a time (:func:`_series`): the wire conductance
+  enters only small pivot blocks, so no difference of nearly equal numbers
+  appears when it is much larger than the devices' (0.1 ohm against 1 uS),
+  and the cost is about ``n^3`` flops per block.
+* Each block also yields its symmetric transfer matrix ``M_p = b (b I +
+  E_p)^-1 = I - series(E_p, b) / b``. Row ``p`` of ``G_eff`` is ``f_p^T M_p
+  M_{p+1} ... M_{m-1}`` (``f_p`` the current a unit source pushes into block
+  ``p``): the first ``q = min(m, n)`` rows are carried forward together,
+  the others read off backward products ``M_p ... M_{m-1}``, all as matrix
+  products.
 
-The cost is ``~2.3 m n^3 + (m n)^2`` flops with ``m = max(rows, cols)``,
-done with BLAS-3 calls (Cholesky, triangular solves, rank-k updates).
+The cost is ``m n^3 + n^2 q^2 + 2 n^3 (m - q)`` flops with ``m = max(rows,
+cols)``, all of it in one numba kernel (the matrix products through BLAS).
 
-:class:`IRDropSolver` keeps the factorization of the last direct solve. When
-only a few devices changed since then, the new ``G_eff`` is the old one plus
-an exact low-rank (Woodbury) correction, which costs ``~4 m n^2 k`` flops for
-``k`` changed devices instead of a new factorization.
+:class:`IRDropSolver` keeps the transfer matrices of the last direct solve.
+When only a few devices changed since then, the new ``G_eff`` is the old one
+plus an exact low-rank (Woodbury) correction, which costs ``~4 m n^2 k`` flops
+for ``k`` changed devices instead of a new sweep.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg import blas, lapack
 
 from crossbar.jit import njit
 from crossbar.validation import check_array, check_number, fail
@@ -61,16 +65,21 @@ __all__ = [
     "output_currents",
 ]
 
-_potrf = lapack.dpotrf
-_trsm = blas.dtrsm
-_syrk = blas.dsyrk
-
-#: Default memory allowed for stored block factors [bytes].
+#: Default memory allowed for stored transfer matrices [bytes].
 DEFAULT_FACTOR_BYTES = 256 * 2**20
 
 # Above this condition number of the Woodbury capacitance matrix the low-rank
-# path is not trusted to 1e-9 and the solver refactorizes instead.
+# path is not trusted to 1e-9 and the solver solves directly instead.
 _MAX_CAPACITANCE_COND = 1e6
+
+# Nodes moved across a wire segment at a time in `_series`. Small pivot
+# blocks keep its triangular solves cheap (k n^2 next to n^3 flops); from
+# about 384 nodes the matrix leaves the cache and fewer, larger steps pay.
+_PANEL_SMALL = 4
+_PANEL_LARGE = 32
+_PANEL_LARGE_FROM = 384
+# Rows of the matrix updated together by `_rank_update` (cache blocking).
+_TILE_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -188,56 +197,267 @@ def _chain_pivots(g, a, a0):
 
 
 @njit
-def _row_schur(g, a, a0, p_out, f_out):
-    """Schur complement of one within line onto its device ends.
+def _add_row_schur(g, a, a0, e_low, f_out, h, beta):
+    """Add the Schur complement of one within line to ``e_low``; set ``f_out``.
 
     With ``H = T + diag(g)`` the line's nodal matrix (``T`` the wires, with
-    ``a0`` to the grounded terminal) this fills ``p_out = D - D H^-1 D``
-    (``D = diag(g)``), exactly symmetric, and ``f_out = a0 D H^-1 e_0``, the
-    current pushed into the device ends by a unit terminal voltage.
-    ``H^-1`` is built column by column from ratios in (0, 1], so it neither
-    overflows nor cancels; the diagonal of ``P`` is the series combination
-    of each device with the rest of the line.
+    ``a0`` to the grounded terminal) this adds ``P = D - D H^-1 D``
+    (``D = diag(g)``) to the lower triangle of ``e_low`` and writes
+    ``f_out = a0 D H^-1 e_0 = P 1``, the current pushed into the device ends
+    by a unit terminal voltage. Row ``i`` of ``H^-1`` is built from row
+    ``i - 1`` times a ratio in (0, 1], so it neither overflows nor cancels;
+    the diagonal of ``P`` is the series combination of each device with the
+    rest of the line. ``h`` and ``beta`` are work arrays of length ``n``.
     """
     n = g.shape[0]
     lam, rho = _chain_pivots(g, a, a0)
-    beta = np.empty(n)
-    beta[0] = 0.0
     for i in range(1, n):
         beta[i] = a / (rho[i] + g[i] + a)
-    for j in range(n):
-        gj = g[j]
-        sig = lam[j] + gj + rho[j]
-        p_out[j, j] = gj * (lam[j] + rho[j]) / sig
-        val = 1.0 / sig
-        for i in range(j + 1, n):
-            val *= beta[i]
-            x = -g[i] * gj * val
-            p_out[i, j] = x
-            p_out[j, i] = x
-    val = 1.0 / (lam[0] + g[0] + rho[0])
-    f_out[0] = a0 * g[0] * val
-    for i in range(1, n):
-        val *= beta[i]
-        f_out[i] = a0 * g[i] * val
+    for i in range(n):
+        bi = beta[i]
+        for j in range(i):
+            h[j] *= bi
+        sig = lam[i] + g[i] + rho[i]
+        h[i] = 1.0 / sig
+        gi = g[i]
+        row = e_low[i]
+        for j in range(i):
+            row[j] -= gi * g[j] * h[j]
+        row[i] += gi * (lam[i] + rho[i]) / sig
+        f_out[i] = a0 * gi * h[0]
 
 
 @njit
-def _assemble_block(g, a, a0, carry, tau, e_out, m_out, f_out):
-    """``e_out = P + carry`` and ``m_out = e_out + tau I`` (see `_row_schur`).
+def _panel(n):
+    """Pivot block size of `_series` for ``n`` nodes."""
+    return _PANEL_LARGE if n >= _PANEL_LARGE_FROM else _PANEL_SMALL
 
-    ``carry`` of shape (0, 0) stands for none (the first block of a sweep).
+
+@njit
+def _rank_update(e_low, y, k):
+    """``e_low -= y[:k]^T y[:k]`` on the lower triangle, four rows of ``y`` at a
+    time (one pass over the matrix per four), tiles of rows kept in cache.
+
+    Rows run on to a multiple of 8 entries where ``e_low`` has the room
+    (``e_low.shape[1]``, with ``y`` as wide and finite there): the vector
+    loops then need no scalar tail, and the extra entries lie in the upper
+    triangle, which is scratch.
     """
-    _row_schur(g, a, a0, e_out, f_out)
-    n = g.shape[0]
-    if carry.shape[0] == n:
-        for i in range(n):
-            for j in range(n):
-                e_out[i, j] += carry[i, j]
+    n = e_low.shape[0]
+    width = e_low.shape[1]
+    k4 = k - k % 4
+    for i0 in range(0, n, _TILE_ROWS):
+        i1 = min(i0 + _TILE_ROWS, n)
+        for t in range(0, k4, 4):
+            y0 = y[t]
+            y1 = y[t + 1]
+            y2 = y[t + 2]
+            y3 = y[t + 3]
+            for i in range(i0, i1):
+                c0 = y0[i]
+                c1 = y1[i]
+                c2 = y2[i]
+                c3 = y3[i]
+                row = e_low[i]
+                for j in range(min(width, (i + 8) // 8 * 8)):
+                    row[j] -= c0 * y0[j] + c1 * y1[j] + c2 * y2[j] + c3 * y3[j]
+        for t in range(k4, k):
+            yt = y[t]
+            for i in range(i0, i1):
+                c = yt[i]
+                row = e_low[i]
+                for j in range(min(width, (i + 8) // 8 * 8)):
+                    row[j] -= c * yt[j]
+
+
+@njit
+def _padded(n):
+    """Row length of the work matrices of `_series`: ``n`` up to a multiple
+    of 8."""
+    return (n + 7) // 8 * 8
+
+
+@njit
+def _series(e_low, tau, r, lk, rd):
+    """``e_low := series(e_low, tau) = E - E (tau I + E)^-1 E`` (lower triangle).
+
+    The conductance matrix ``E`` of ``n`` nodes is joined to ``n`` new nodes
+    by one wire segment ``tau`` per node; the old nodes are eliminated,
+    ``k = r.shape[0]`` at a time. With ``J`` the next ``k`` old nodes,
+    ``L L^T = E_JJ + tau I`` and ``Y = L^-1 E_J`` (``E_J`` the rows ``J``),
+    the symmetric update ``E -= Y^T Y`` gives at once the Schur complement
+    of the other nodes, the new nodes' block ``E_JJ - X^T X`` (``X`` the
+    columns ``J`` of ``Y``) and their couplings ``tau E_oJ (E_JJ + tau I)^-1``
+    to the other nodes; the slots of ``J`` then hold the new nodes. Only the
+    ``k x k`` pivot blocks see ``tau``: when the wire conductance is much
+    larger than the devices' (0.1 ohm against 1 uS) every other entry is a
+    conductance-sized number minus a smaller correction. About ``n^3`` flops.
+
+    ``e_low`` is (n, w) with ``w >= n``; its upper triangle and columns from
+    ``n`` on are scratch. ``r`` (k, w), finite beyond column ``n``, ``lk``
+    (k, k) and ``rd`` (k,) are work arrays.
+    """
+    n = e_low.shape[0]
+    k_max = r.shape[0]
+    for j0 in range(0, n, k_max):
+        k = min(k_max, n - j0)
+        for t in range(k):
+            i = j0 + t
+            rt = r[t]
+            row = e_low[i]
+            for c in range(i + 1):
+                rt[c] = row[c]
+            for c in range(i + 1, n):
+                rt[c] = e_low[c, i]
+        for t in range(k):
+            for u in range(t + 1):
+                v = r[t, j0 + u]
+                for w in range(u):
+                    v -= lk[t, w] * lk[u, w]
+                if u == t:
+                    lk[t, t] = np.sqrt(v + tau)
+                    rd[t] = 1.0 / lk[t, t]
+                else:
+                    lk[t, u] = v * rd[u]
+        for t in range(k):
+            rt = r[t]
+            for u in range(t):
+                c = lk[t, u]
+                ru = r[u]
+                for col in range(n):
+                    rt[col] -= c * ru[col]
+            d = rd[t]
+            for col in range(n):
+                rt[col] *= d
+        _rank_update(e_low, r, k)
+
+
+@njit
+def _transfer(e_low, tau, m_out):
+    """``m_out = tau (tau I + E)^-1 = I - series(E, tau) / tau``, full, from the
+    lower triangle of ``series(E, tau)`` in ``e_low``.
+
+    ``m_out`` maps the currents pushed into a block's across nodes to the
+    currents passed on through its segments (eigenvalues in (0, 1]).
+    """
+    n = e_low.shape[0]
+    s = -1.0 / tau
     for i in range(n):
+        row = e_low[i]
+        out = m_out[i]
+        for j in range(i):
+            v = s * row[j]
+            out[j] = v
+            m_out[j, i] = v
+        out[i] = 1.0 + s * row[i]
+
+
+@njit
+def _factor_row(g, a, a0, tau, e_low, f_out, m_out, r, lk, rd, h, beta):
+    """One block of the sweep: ``E_p = P_p + carry`` in ``e_low``, then
+    ``e_low := series(E_p, tau)`` (the next block's carry), ``m_out`` the
+    block's transfer matrix and ``f_out`` its source vector."""
+    _add_row_schur(g, a, a0, e_low, f_out, h, beta)
+    _series(e_low, tau, r, lk, rd)
+    _transfer(e_low, tau, m_out)
+
+
+@njit
+def _factor_rows(gc, a, a0, b, b0, start, e_low, m_out, f_out):
+    """Blocks ``start .. start + len(m_out) - 1`` of the sweep from the carry
+    ``e_low`` (updated in place); ``m_out[i]`` and ``f_out[i]`` receive the
+    transfer matrix and source vector of block ``start + i``."""
+    m, n = gc.shape
+    k = _panel(n)
+    r = np.zeros((k, _padded(n)))
+    lk = np.zeros((k, k))
+    rd = np.empty(k)
+    h = np.empty(n)
+    beta = np.empty(n)
+    for i in range(m_out.shape[0]):
+        p = start + i
+        tau = b if p < m - 1 else b0
+        _factor_row(gc[p], a, a0, tau, e_low, f_out[i], m_out[i], r, lk, rd, h, beta)
+
+
+@njit
+def _geff_kernel(gc, a, a0, b, b0, q, out, m_store, f_store):
+    """Core ``G_eff`` (m, n) into ``out``.
+
+    Row ``p`` of ``out`` is ``f_p^T M_p M_{p+1} ... M_{m-1}`` (``M`` the
+    symmetric transfer matrices, the last one towards the terminals). Rows
+    ``p < q`` are carried forward, all together, one product per block;
+    the rest come from the backward products ``V_p = M_p V_{p+1}``, which
+    finish the carried rows with one more product. ``m_store`` holds
+    ``M_p`` for the last ``len(m_store) >= m - q`` blocks and ``f_store``
+    (m, n) every ``f_p`` on return.
+    """
+    m, n = gc.shape
+    e_low = np.zeros((n, _padded(n)))
+    k = _panel(n)
+    r = np.zeros((k, _padded(n)))
+    lk = np.zeros((k, k))
+    rd = np.empty(k)
+    h = np.empty(n)
+    beta = np.empty(n)
+    wa = np.zeros((q, n))
+    wb = np.zeros((q, n))
+    m_tmp = np.empty((n, n))
+    first = m - m_store.shape[0]
+    for p in range(m):
+        tau = b if p < m - 1 else b0
+        mp = m_store[p - first] if p >= first else m_tmp
+        f = f_store[p]
+        _factor_row(gc[p], a, a0, tau, e_low, f, mp, r, lk, rd, h, beta)
+        if p < q:
+            for j in range(n):
+                wa[p, j] = f[j]
+            np.dot(wa[: p + 1], mp, wb[: p + 1])
+            wa, wb = wb, wa
+    if q == m:
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = wa[i, j]
+        return
+    va = m_store[m - 1 - first].copy()
+    vb = np.empty((n, n))
+    out[m - 1] = np.dot(f_store[m - 1], va)
+    for p in range(m - 2, q - 1, -1):
+        np.dot(m_store[p - first], va, vb)
+        va, vb = vb, va
+        out[p] = np.dot(f_store[p], va)
+    np.dot(wa, va, out[:q])
+
+
+@njit
+def _currents_kernel(gc, a, a0, b, b0, vin, out):
+    """Across-terminal currents ``out`` (B, n) for within-terminal voltages
+    ``vin`` (B, m), the sources carried forward as one batch."""
+    m, n = gc.shape
+    batch = vin.shape[0]
+    e_low = np.zeros((n, _padded(n)))
+    k = _panel(n)
+    r = np.zeros((k, _padded(n)))
+    lk = np.zeros((k, k))
+    rd = np.empty(k)
+    h = np.empty(n)
+    beta = np.empty(n)
+    f = np.empty(n)
+    mp = np.empty((n, n))
+    wa = np.zeros((batch, n))
+    wb = np.zeros((batch, n))
+    for p in range(m):
+        tau = b if p < m - 1 else b0
+        _factor_row(gc[p], a, a0, tau, e_low, f, mp, r, lk, rd, h, beta)
+        for i in range(batch):
+            vp = vin[i, p]
+            for j in range(n):
+                wa[i, j] += vp * f[j]
+        np.dot(wa, mp, wb)
+        wa, wb = wb, wa
+    for i in range(batch):
         for j in range(n):
-            m_out[i, j] = e_out[i, j]
-        m_out[i, i] += tau
+            out[i, j] = wa[i, j]
 
 
 @njit
@@ -264,100 +484,93 @@ def _chain_solve(g, a, a0, rhs):
 
 
 @njit
-def _subtract_lower(e, s, out):
-    """``out = e - S`` with ``S`` symmetric, given by its lower triangle in ``s``."""
-    n = e.shape[0]
-    for i in range(n):
-        for j in range(i + 1):
-            out[i, j] = e[i, j] - s[i, j]
-        for j in range(i + 1, n):
-            out[i, j] = e[i, j] - s[j, i]
+def _low_rank_kernel(mats, f_all, b, b0, a0, pk, u, slot, y_dev):
+    """Forward and backward sweeps of the Woodbury update with stored transfer
+    matrices ``mats`` (m, n, n): ``u[d]`` enters at block ``pk[d]``.
+
+    Returns ``y_in`` (m, k), the solution at the within terminals over
+    ``a0``, and ``y_out`` (n, k), at the across nodes of the last block;
+    ``y_dev[slot[p]]`` receives the across-node solution of block ``p`` when
+    ``slot[p] >= 0``.
+    """
+    m, n, _ = mats.shape
+    k = u.shape[0]
+    p_min = m
+    for d in range(k):
+        p_min = min(p_min, pk[d])
+    wst = np.zeros((m, n, k))
+    w = np.zeros((n, k))
+    w2 = np.empty((n, k))
+    for p in range(p_min, m):
+        for d in range(k):
+            if pk[d] == p:
+                for i in range(n):
+                    w[i, d] += u[d, i]
+        wst[p] = w
+        if p < m - 1:
+            np.dot(mats[p], w, w2)
+            w, w2 = w2, w
+    y_in = np.empty((m, k))
+    y_out = np.empty((n, k))
+    y = np.zeros((n, k))
+    rhs = np.empty((n, k))
+    for p in range(m - 1, -1, -1):
+        tau = b if p < m - 1 else b0
+        for i in range(n):
+            for d in range(k):
+                rhs[i, d] = wst[p, i, d] + b * y[i, d]
+        np.dot(mats[p], rhs, y)
+        for i in range(n):
+            for d in range(k):
+                y[i, d] /= tau
+        if p == m - 1:
+            y_out[:, :] = y
+        y_in[p] = np.dot(f_all[p], y) / a0
+        if slot[p] >= 0:
+            y_dev[slot[p]] = y
+    return y_in, y_out
 
 
 # -- block sweep --------------------------------------------------------------
 
 
-_NO_CARRY = np.empty((0, 0))
-
-
-def _next_block(gp, ch: _Chains, carry, last: bool, f_out, out=None):
-    """One step of the block Cholesky sweep; fills ``f_out`` (see `_row_schur`).
-
-    ``E = P + carry`` is what the block sees through its devices and from the
-    blocks before it. Returns the lower Cholesky factor ``L`` of ``tau I + E``
-    (``tau`` the conductance of the next across segment, or of the across
-    terminals for the last block) and, unless ``last``, the carry into the
-    next block, ``series(E, tau) = E - X^T X`` with ``X = L^-1 E``. ``out``, a
-    C-ordered (n, n) array, receives ``L^T`` so that ``L`` is its
-    Fortran-ordered transpose (no new memory).
-    """
-    n = gp.shape[0]
-    tau = ch.b0 if last else ch.b
-    e_mat = np.empty((n, n))
-    m_mat = np.empty((n, n)) if out is None else out
-    _assemble_block(
-        gp, ch.a, ch.a0, _NO_CARRY if carry is None else carry, tau, e_mat, m_mat, f_out
-    )
-    # Both are exactly symmetric: the transposed views are the same matrices
-    # in the Fortran order LAPACK wants.
-    low, info = _potrf(m_mat.T, lower=1, clean=1, overwrite_a=1)
-    if info != 0:
+def _check_finite(z: np.ndarray) -> np.ndarray:
+    if not np.isfinite(z).all():
         raise FloatingPointError(
-            f"block Cholesky factorization failed (LAPACK info {info}); the "
-            "conductances or wire resistances are outside the representable range"
+            "the IR-drop solve produced non-finite values; the conductances or "
+            "wire resistances are outside the representable range"
         )
-    if out is not None and not np.shares_memory(low, out):
-        out[...] = low.T
-    if last:
-        return low, None
-    x = _trsm(1.0, low, e_mat.T, lower=1)
-    s = _syrk(1.0, x, trans=1, lower=1)
-    _subtract_lower(e_mat, s, e_mat)
-    return low, e_mat
+    return z
 
 
-def _apply_inverse(low, alpha: float, w):
-    """``alpha (L L^T)^-1 w`` for an F-ordered ``w`` (overwritten when possible)."""
-    t = _trsm(1.0, low, w, lower=1, overwrite_b=1)
-    return _trsm(alpha, low, t, lower=1, trans_a=1, overwrite_b=1)
+def _forward_rows(m: int, n: int, max_bytes: int) -> int:
+    """Sources carried forward by :func:`_geff_kernel` (the ``q`` there).
 
-
-def _sweep(gc: np.ndarray, ch: _Chains, vin: np.ndarray | None = None, store=None):
-    """Forward block sweep.
-
-    With ``vin`` None returns the (m, n) core ``G_eff``; with ``vin`` (B, m)
-    (voltages on the within terminals, across terminals grounded) returns the
-    (B, n) across-terminal currents. ``store``, an (m, n, n) array, receives
-    the block factors (``store[p].T`` is ``L_p``); the ``f`` vectors are then
-    returned as well.
+    ``min(m, n)`` balances ``n^2 q^2`` flops for the forward rows against
+    ``2 n^3 (m - q)`` for the backward products; these need ``m - q`` stored
+    transfer matrices, and when those do not fit in ``max_bytes`` every row
+    is carried forward instead (``n^2 m^2`` flops, no storage).
     """
+    q = min(m, n)
+    if 8 * (m - q) * n * n > max_bytes:
+        q = m
+    return q
+
+
+def _sweep(gc: np.ndarray, ch: _Chains, max_bytes: int = DEFAULT_FACTOR_BYTES):
+    """The (m, n) core ``G_eff``: row ``p`` holds the currents out of the
+    across terminals for a unit voltage on within terminal ``p``."""
     m, n = gc.shape
-    cols = m if vin is None else vin.shape[0]
-    w = np.zeros((n, cols), order="F")
-    f_all = np.empty((m, n))
-    carry = None
-    for p in range(m):
-        last = p == m - 1
-        slot = None if store is None else store[p]
-        low, carry = _next_block(gc[p], ch, carry, last, f_all[p], slot)
-        alpha = ch.b0 if last else ch.b
-        if vin is None:
-            w[:, p] = f_all[p]
-            sub = w[:, : p + 1]
-            res = _apply_inverse(low, alpha, sub)
-            if not np.shares_memory(res, w):
-                sub[...] = res
-        else:
-            w += np.outer(f_all[p], vin[:, p])
-            w = _apply_inverse(low, alpha, w)
-    result = np.ascontiguousarray(w.T)
-    if store is not None:
-        return result, f_all
-    return result
+    q = _forward_rows(m, n, max_bytes)
+    out = np.empty((m, n))
+    _geff_kernel(
+        gc, ch.a, ch.a0, ch.b, ch.b0, q, out, np.empty((m - q, n, n)), np.empty((m, n))
+    )
+    return _check_finite(out)
 
 
 def _segments(m: int, n: int, max_bytes: int) -> list[tuple[int, int]]:
-    """Block ranges whose factors are kept in memory at one time."""
+    """Block ranges whose transfer matrices are kept in memory at one time."""
     per_block = 8 * n * n
     if m * per_block <= max_bytes:
         length = m
@@ -370,58 +583,59 @@ def _node_solve(gc, ch, vin, vacr, max_bytes: int):
     """All node voltages for within-terminal voltages ``vin`` (B, m) and
     across-terminal voltages ``vacr`` (B, n); either may be None (grounded).
 
-    Returns ``(x, y)``, each (B, m, n): within-line and across-line nodes. Block
-    factors are kept for at most ``max_bytes``; beyond that the sweep stores
-    checkpoints and refactors one segment at a time on the way back.
+    Returns ``(x, y)``, each (B, m, n): within-line and across-line nodes.
+    Transfer matrices are kept for at most ``max_bytes``; beyond that the
+    sweep stores checkpoints of the carry and redoes one segment at a time on
+    the way back.
     """
     m, n = gc.shape
     batch = (vin if vin is not None else vacr).shape[0]
     segs = _segments(m, n, max_bytes)
-    # Forward: reduced right-hand sides w_p, stored as (m, B, n).
+    # Forward: reduced right-hand sides w_p (row form), stored as (m, B, n).
     wst = np.zeros((m, batch, n))
     f_all = np.empty((m, n))
     checkpoints = []
-    kept: list = []
-    carry = None
-    w = np.zeros((n, batch), order="F")
+    mats = np.empty((0, n, n))
+    e_low = np.zeros((n, _padded(n)))
+    w = np.zeros((batch, n))
     for start, stop in segs:
-        checkpoints.append(carry)
-        kept = []
+        checkpoints.append(e_low.copy())
+        mats = np.empty((stop - start, n, n))
+        _factor_rows(
+            gc, ch.a, ch.a0, ch.b, ch.b0, start, e_low, mats, f_all[start:stop]
+        )
         for p in range(start, stop):
-            last = p == m - 1
-            low, carry = _next_block(gc[p], ch, carry, last, f_all[p])
-            kept.append(low)
             if vin is not None:
-                w += np.outer(f_all[p], vin[:, p])
-            if last and vacr is not None:
-                w += ch.b0 * vacr.T
-            wst[p] = w.T
-            if not last:
-                w = _apply_inverse(low, ch.b, w)
-    # Backward: y_p = (tau I + E_p)^-1 (w_p + b y_{p+1}).
+                w += np.outer(vin[:, p], f_all[p])
+            if p == m - 1 and vacr is not None:
+                w += ch.b0 * vacr
+            wst[p] = w
+            if p < m - 1:
+                w = w @ mats[p - start]
+    # Backward: y_p = (tau I + E_p)^-1 (w_p + b y_{p+1}) = M_p (...) / tau.
     y = np.empty((m, batch, n))
     x = np.empty((m, batch, n))
     y_next = None
     for k in range(len(segs) - 1, -1, -1):
         start, stop = segs[k]
         if k != len(segs) - 1:
-            carry = checkpoints[k]
-            kept = []
-            for p in range(start, stop):
-                low, carry = _next_block(gc[p], ch, carry, False, f_all[p])
-                kept.append(low)
+            e_low = checkpoints[k].copy()
+            mats = np.empty((stop - start, n, n))
+            _factor_rows(
+                gc, ch.a, ch.a0, ch.b, ch.b0, start, e_low, mats, f_all[start:stop]
+            )
         for p in range(stop - 1, start - 1, -1):
-            rhs = np.array(wst[p].T, order="F")
+            tau = ch.b if p < m - 1 else ch.b0
+            rhs = wst[p]
             if y_next is not None:
-                rhs += ch.b * y_next
-            y_p = _apply_inverse(kept[p - start], 1.0, rhs)
-            y[p] = y_p.T
+                rhs = rhs + ch.b * y_next
+            y_p = (rhs @ mats[p - start]) / tau
+            y[p] = y_p
             y_next = y_p
-            src = gc[p][:, None] * y_p
+            src = gc[p][:, None] * y_p.T
             if vin is not None:
                 src[0] += ch.a0 * vin[:, p]
             x[p] = _chain_solve(gc[p], ch.a, ch.a0, np.ascontiguousarray(src)).T
-        kept = []
     return x.transpose(1, 0, 2), y.transpose(1, 0, 2)
 
 
@@ -505,11 +719,21 @@ def output_currents(
     v = _check_v(v, g.shape[0])
     v2 = np.atleast_2d(v)
     ch = _orient(g.shape[0], g.shape[1], wires)
-    if not ch.transposed and 2 * v2.shape[0] < ch.m:
-        out = _sweep(_to_core(g, ch), ch, vin=np.ascontiguousarray(v2))
+    if not ch.transposed and _batch_is_small(v2.shape[0], ch.m, ch.n):
+        out = np.empty((v2.shape[0], ch.n))
+        vin = np.ascontiguousarray(v2)
+        _currents_kernel(_to_core(g, ch), ch.a, ch.a0, ch.b, ch.b0, vin, out)
+        _check_finite(out)
     else:
         out = v2 @ _from_core(_sweep(_to_core(g, ch), ch), ch)
     return out[0] if v.ndim == 1 else out
+
+
+def _batch_is_small(batch: int, m: int, n: int) -> bool:
+    """Whether carrying a batch of inputs (``2 n^2 m B`` flops) beats forming
+    ``G_eff`` (``n^2 q^2 + 2 n^3 (m - q)`` flops beyond the common sweep)."""
+    q = min(m, n)
+    return 2 * batch * m < q * q + 2 * n * (m - q)
 
 
 def node_voltages(
@@ -529,8 +753,9 @@ def node_voltages(
     g, v, r_row, r_col, r_driver, r_sense
         As in :func:`output_currents`.
     max_factor_bytes : int, optional
-        Memory allowed for stored block factors [bytes]. Larger problems keep
-        checkpoints only and refactor on the way back (about twice the work).
+        Memory allowed for stored transfer matrices [bytes]. Larger problems
+        keep checkpoints only and redo the sweep on the way back (about twice the
+        work).
 
     Returns
     -------
@@ -555,8 +780,8 @@ def node_voltages(
     else:
         vin = np.ascontiguousarray(v2)
         v_row, v_col = _node_solve(gc, ch, vin, None, max_factor_bytes)
-    v_row = np.ascontiguousarray(v_row)
-    v_col = np.ascontiguousarray(v_col)
+    v_row = _check_finite(np.ascontiguousarray(v_row))
+    v_col = _check_finite(np.ascontiguousarray(v_col))
     if v.ndim == 1:
         return v_row[0], v_col[0]
     return v_row, v_col
@@ -579,8 +804,8 @@ class IRDropSolver:
         a new factorization; default from the operation counts of both paths.
         0 disables the low-rank path.
     max_factor_bytes : int, optional
-        Memory allowed for the stored block factors [bytes]; when they do not
-        fit, every change is solved directly.
+        Memory allowed for the stored transfer matrices [bytes]; when they do
+        not fit, every change is solved directly.
 
     Notes
     -----
@@ -591,11 +816,12 @@ class IRDropSolver:
         ``g`` equals the previous call's: the previous result is returned.
     ``"low_rank"``
         At most ``max_low_rank`` devices differ from the last directly solved
-        state: its stored factorization gives the exact Woodbury correction.
-        The correction is checked (condition number of the small capacitance
-        matrix) and the solver refactorizes when that check fails.
+        state: its stored transfer matrices give the exact Woodbury
+        correction. The correction is checked (condition number of the small
+        capacitance matrix) and the solver solves directly when that check
+        fails.
     ``"direct"``
-        A new factorization, which becomes the reference for later updates.
+        A new sweep, which becomes the reference for later updates.
 
     Every path is exact to rounding; none iterates.
     """
@@ -622,9 +848,9 @@ class IRDropSolver:
         m, n = self._ch.m, self._ch.n
         self.stores_factors = 8 * m * n * n <= max_factor_bytes
         if max_low_rank is None:
-            # Direct ~ 2.3 m n^3 + m^2 n^2 flops at BLAS-3 speed; low rank
-            # ~ 4 m n^2 k at the lower speed of thin triangular solves.
-            max_low_rank = int((2.3 * n + m) / 8)
+            # Direct ~ 3 m n^3 flops, low rank ~ 4 m n^2 k in thinner matrix
+            # products; they cost the same at about 0.4 n changed devices.
+            max_low_rank = max(1, (2 * n) // 5)
         check_number("max_low_rank", max_low_rank, low=0, integer=True)
         self.max_low_rank = int(max_low_rank) if self.stores_factors else 0
         self.last_path: str | None = None
@@ -677,17 +903,20 @@ class IRDropSolver:
         logger.debug("IR-drop solve of %dx%d: %s", self.rows, self.cols, path)
 
     def _direct(self, gc: np.ndarray) -> np.ndarray:
+        ch = self._ch
         if not self.stores_factors:
-            return _sweep(gc, self._ch)
+            return _sweep(gc, ch)
         if self._factors is None:
-            ch = self._ch
             self._factors = np.empty((ch.m, ch.n, ch.n))
-        self._base_gc = None  # the buffer is overwritten below
-        z, f_all = _sweep(gc, self._ch, store=self._factors)
+            self._f = np.empty((ch.m, ch.n))
+        self._base_gc = None  # the buffers are overwritten below
+        z = np.empty((ch.m, ch.n))
+        q = min(ch.m, ch.n)
+        _geff_kernel(gc, ch.a, ch.a0, ch.b, ch.b0, q, z, self._factors, self._f)
+        _check_finite(z)
         # A copy: gc may be the caller's array, which may change in place.
         self._base_gc = gc.copy()
         self._base_z = z
-        self._f = f_all
         return z
 
     def _low_rank(self, gc: np.ndarray, changed: np.ndarray) -> np.ndarray | None:
@@ -713,41 +942,26 @@ class IRDropSolver:
             rhs = np.zeros((n, idx.size))
             rhs[qk[idx], np.arange(idx.size)] = 1.0
             hq[idx] = _chain_solve(base[p], ch.a, ch.a0, rhs).T
-        p_min = int(pk.min())
-        # Forward elimination of the reduced right-hand sides.
-        wst = np.zeros((m, k, n))
-        w = np.zeros((n, k), order="F")
-        for p in range(p_min, m):
-            idx = by_block.get(p)
-            if idx is not None:
-                # Current +1 into the row end and -1 out of the column end,
-                # seen at the column ends: -e_q + D H^-1 e_q.
-                w[:, idx] += base[p][:, None] * hq[idx].T
-                w[qk[idx], idx] -= 1.0
-            wst[p] = w.T
-            if p < m - 1:
-                w = _apply_inverse(self._factors[p].T, ch.b, w)
-        # Back substitution, collecting Y at the terminals and the devices.
-        y_in = np.empty((m, k))
+        # Current +1 into the row end and -1 out of the column end of each
+        # changed device, seen at the column ends: D H^-1 e_q - e_q.
+        u = base[pk] * hq
+        u[np.arange(k), qk] -= 1.0
+        slot = np.full(m, -1, dtype=np.int64)
+        blocks = np.array(sorted(by_block), dtype=np.int64)
+        slot[blocks] = np.arange(blocks.size)
+        y_dev = np.empty((blocks.size, n, k))
+        y_in, y_out = _low_rank_kernel(
+            self._factors, self._f, ch.b, ch.b0, ch.a0, pk, u, slot, y_dev
+        )
+        # U^T Y: row end minus column end of each changed device.
         uty = np.empty((k, k))
-        y_next = None
-        y_out = None
-        for p in range(m - 1, -1, -1):
-            rhs = np.array(wst[p].T, order="F")
-            if y_next is not None:
-                rhs += ch.b * y_next
-            y_p = _apply_inverse(self._factors[p].T, 1.0, rhs)
-            if y_out is None:
-                y_out = np.array(y_p)
-            y_in[p] = self._f[p] @ y_p / ch.a0
-            idx = by_block.get(p)
-            if idx is not None:
-                own = pk == p
-                y_in[p, own] += hq[own, 0]
-                x_dev = hq[idx] @ (base[p][:, None] * y_p)
-                x_dev[:, own] += hq[idx][:, qk[own]]
-                uty[idx] = x_dev - y_p[qk[idx]]
-            y_next = y_p
+        for p, idx in by_block.items():
+            y_p = y_dev[slot[p]]
+            own = pk == p
+            y_in[p, own] += hq[own, 0]
+            x_dev = hq[idx] @ (base[p][:, None] * y_p)
+            x_dev[:, own] += hq[idx][:, qk[own]]
+            uty[idx] = x_dev - y_p[qk[idx]]
         cap = np.eye(k) + dg[:, None] * uty
         cond = np.linalg.cond(cap)
         if not np.isfinite(cond) or cond > _MAX_CAPACITANCE_COND:

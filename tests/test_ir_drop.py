@@ -322,6 +322,19 @@ def test_kirchhoff_current_law(shape):
     assert np.abs(out - vc[:, -1, :] / (rc + rs)).max() < 1e-10 * scale
 
 
+def test_sources_carried_forward_when_storage_is_short():
+    """Without room for the transfer matrices every source is carried
+    forward; the result is the same."""
+    g, _ = _case(20, 6, seed=21)
+    ch = ir_drop._orient(20, 6, WireResistance(1.0, 2.0))
+    assert ir_drop._forward_rows(20, 6, 0) == 20
+    assert ir_drop._forward_rows(20, 6, 10**9) == 6
+    hybrid = ir_drop._sweep(g, ch)
+    forward = ir_drop._sweep(g, ch, max_bytes=0)
+    assert rel(forward, hybrid) < 1e-13
+    assert rel(hybrid, mna(g, np.eye(20), 1.0, 2.0)[0]) < 1e-12
+
+
 @pytest.mark.parametrize("shape", [(10, 6), (6, 10)])
 def test_node_voltages_with_checkpointed_factors(shape):
     g, v = _case(*shape, seed=12)
@@ -506,20 +519,75 @@ def test_line_kernels_against_dense_algebra(n):
     a, a0 = 2.0, 0.5
     h = _line_matrix(g, a, a0)
     h_inv = np.linalg.inv(h)
-    p = np.empty((n, n))
-    f = np.empty(n)
-    ir_drop._row_schur(g, a, a0, p, f)
     d = np.diag(g)
-    assert np.abs(p - (d - d @ h_inv @ d)).max() < 1e-12 * g.max()
-    assert np.array_equal(p, p.T)
+    p_ref = d - d @ h_inv @ d
+    carry = np.tril(rng.uniform(-1e-4, 1e-4, (n, n)))
+    e = carry.copy()
+    f = np.empty(n)
+    ir_drop._add_row_schur(g, a, a0, e, f, np.empty(n), np.empty(n))
+    assert np.abs(e - carry - np.tril(p_ref)).max() < 1e-12 * g.max()
     assert np.abs(f - a0 * d @ h_inv[:, 0]).max() < 1e-12 * g.max()
+    # A line with its terminal at 1 V and its device ends at 1 V carries no
+    # current: f = P 1.
+    assert np.abs(f - p_ref.sum(axis=1)).max() < 1e-12 * g.max()
     rhs = rng.standard_normal((n, 3))
     x = ir_drop._chain_solve(g, a, a0, rhs)
     assert np.abs(x - h_inv @ rhs).max() < 1e-12 * np.abs(h_inv @ rhs).max()
-    e = rng.standard_normal((n, n))
-    e = e + e.T
-    s = np.tril(rng.standard_normal((n, n)))
-    out = np.empty((n, n))
-    ir_drop._subtract_lower(e, s, out)
-    full = s + np.tril(s, -1).T
-    assert np.array_equal(out, e - full)
+
+
+def _spd(rng, n, scale):
+    a = rng.uniform(0.0, scale, (n, n))
+    return a @ a.T / n + np.diag(rng.uniform(0.1 * scale, scale, n))
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("n,k", [(1, 4), (5, 1), (9, 4), (10, 6), (40, 32)])
+@pytest.mark.parametrize("tau", [1e-5, 1.0, 1e7])
+def test_series_kernel_against_dense_algebra(n, k, tau):
+    """``series(E, tau) = E - E (tau I + E)^-1 E`` and the transfer matrix
+    ``tau (tau I + E)^-1``, for wires far weaker and far stronger than E."""
+    rng = np.random.default_rng(n + k)
+    e = _spd(rng, n, 1e-4)
+    s_inv_e = np.linalg.solve(e + tau * np.eye(n), e)
+    ref = e - e @ s_inv_e
+    # Written as tau (tau I + E)^-1 E it needs no cancellation: the reference
+    # for tiny entries when tau is large.
+    ref_tau = tau * s_inv_e
+    lower = np.tril_indices(n)
+    scale = np.abs(ref).max()
+    # Rows of the work arrays as long as the matrix, and padded (the upper
+    # triangle and the padding are scratch).
+    for width in (n, ir_drop._padded(n) + 8):
+        got = rng.standard_normal((n, width))
+        got[lower] = e[lower]
+        r = np.zeros((k, width))
+        ir_drop._series(got, tau, r, np.empty((k, k)), np.empty(k))
+        assert np.abs(got[lower] - ref[lower]).max() < 1e-12 * scale
+        assert np.abs(got[lower] - ref_tau[lower]).max() < 1e-12 * scale
+    m = np.empty((n, n))
+    ir_drop._transfer(got, tau, m)
+    assert np.array_equal(m, m.T)
+    assert np.abs(m - tau * np.linalg.inv(e + tau * np.eye(n))).max() < 1e-12
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("shape", [(7, 3), (3, 3), (4, 1)])
+def test_sweep_kernels_against_dense_solve(shape):
+    """Both ways of collecting the sources, and the batch path, against the
+    nodal system solved densely."""
+    g, v = _case(*shape, seed=20, batch=2)
+    r_row, r_col, r_driver, r_sense = 1.5, 2.5, 1.0, 2.0
+    ch = ir_drop._orient(*shape, WireResistance(r_row, r_col, r_driver, r_sense))
+    assert not ch.transposed
+    gc = np.ascontiguousarray(g)
+    m, n = shape
+    ref = mna(g, np.eye(m), r_row, r_col, r_driver, r_sense)[0]
+    for q in sorted({min(m, n), m}):
+        out = np.empty((m, n))
+        store = np.empty((m - q, n, n))
+        f_all = np.empty((m, n))
+        ir_drop._geff_kernel(gc, ch.a, ch.a0, ch.b, ch.b0, q, out, store, f_all)
+        assert rel(out, ref) < 1e-12
+    cur = np.empty((2, n))
+    ir_drop._currents_kernel(gc, ch.a, ch.a0, ch.b, ch.b0, v, cur)
+    assert rel(cur, v @ ref) < 1e-12
