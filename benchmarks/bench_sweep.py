@@ -5,16 +5,16 @@ all four training modes) cut to 3 epochs, 2 noise levels and 4 seeds: 8
 tasks of several seconds each (training, programming, evaluation and the
 run folder's figures), so that the cluster's own overhead is small.
 
-For each cluster size a fresh local cluster is started (timed on its own),
-every worker is warmed up (imports and loading the cached numba kernels,
-which each new worker process pays once), and the sweep is timed into a
-fresh folder; best of ``REPEATS``. A serial loop over the same tasks in
-this process (one BLAS thread, no Dask) is the reference for the overhead
-of Dask itself. The speed-up is the 1-worker time over the 2-worker time;
-the goal is at least 1.7 on a 2-core machine. Other work on the machine
-lowers it: the load averages before and after are recorded, and so are the
-cores the workers actually got (their CPU seconds over the wall time) and
-how many tasks ran at once.
+A local cluster of each size is started (timed on its own) and every
+worker is warmed up (imports and loading the cached numba kernels, which
+each new worker process pays once). Then the serial loop, the 1-worker
+and the 2-worker sweep take turns, each into a fresh folder; best of
+``REPEATS`` each. The serial loop (in this process, one BLAS thread, no
+Dask) shows the overhead of Dask itself. The speed-up is the 1-worker time
+over the 2-worker time; the goal is at least 1.7 on a 2-core machine.
+Other work on the machine lowers it: the load averages before and after
+are recorded, and so are the cores the workers actually got (their CPU
+seconds over the wall time) and how many tasks ran at once.
 
 Run ``python benchmarks/bench_sweep.py``; it prints a markdown table and
 writes ``benchmarks/results/sweep.json``.
@@ -41,7 +41,7 @@ from lstm_hw.sweep import local_cluster, plan_tasks, run_sweep, run_task, task_c
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
-REPEATS = 2
+REPEATS = 3
 OVERRIDES = [
     "training.epochs=3",
     "sweep.repeats=4",
@@ -73,60 +73,64 @@ def _cpu_seconds() -> float:
     return time.process_time()
 
 
-def time_cluster(cfg, n_workers: int, root: Path) -> dict:
-    """Start a cluster, warm it up and time the sweep on it, best of REPEATS.
+class _Cluster:
+    """A started and warmed-up local cluster (start and warm-up timed)."""
 
-    Also records, per repeat, the CPU seconds the workers used divided by
-    the wall time (the cores the sweep actually got) and the summed wall
-    time of the tasks over the sweep time (how many ran at once).
-    """
-    from distributed import Client
+    def __init__(self, n_workers: int):
+        from distributed import Client
 
-    start = time.perf_counter()
-    with local_cluster(n_workers) as cluster, Client(cluster) as client:
-        client.wait_for_workers(n_workers, timeout=120)
-        started = time.perf_counter() - start
-        client.run(_warm_up)
-        warm = time.perf_counter() - start - started
-        times, cores, concurrency = [], [], []
-        for r in range(REPEATS):
-            out = root / f"workers{n_workers}-{r}"
-            cpu0 = sum(client.run(_cpu_seconds).values())
-            t0 = time.perf_counter()
-            result = run_sweep(cfg, out, client=client, argv=["bench_sweep"])
-            wall = time.perf_counter() - t0
-            cpu = sum(client.run(_cpu_seconds).values()) - cpu0
-            if not result.ok:
-                raise RuntimeError(f"tasks failed: {result.failed}")
-            times.append(wall)
-            cores.append(cpu / wall)
-            concurrency.append(sum(row["wall_seconds"] for row in result.rows) / wall)
-            shutil.rmtree(out)
-    return {
-        "start_seconds": started,
-        "warm_up_seconds": warm,
-        "sweep_seconds": times,
-        "worker_cpu_per_wall": cores,
-        "tasks_at_once": concurrency,
-    }
+        self.n_workers = n_workers
+        t0 = time.perf_counter()
+        self.cluster = local_cluster(n_workers)
+        self.client = Client(self.cluster)
+        self.client.wait_for_workers(n_workers, timeout=120)
+        self.start_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.client.run(_warm_up)
+        self.warm_up_seconds = time.perf_counter() - t0
+        self.sweep_seconds: list[float] = []
+        self.cores: list[float] = []
+        self.at_once: list[float] = []
+
+    def sweep(self, cfg, out: Path) -> None:
+        """Time one sweep, with the cores the workers got and tasks at once."""
+        cpu0 = sum(self.client.run(_cpu_seconds).values())
+        t0 = time.perf_counter()
+        result = run_sweep(cfg, out, client=self.client, argv=["bench_sweep"])
+        wall = time.perf_counter() - t0
+        cpu = sum(self.client.run(_cpu_seconds).values()) - cpu0
+        if not result.ok:
+            raise RuntimeError(f"tasks failed: {result.failed}")
+        self.sweep_seconds.append(wall)
+        self.cores.append(cpu / wall)
+        self.at_once.append(sum(row["wall_seconds"] for row in result.rows) / wall)
+        shutil.rmtree(out)
+
+    def record(self) -> dict:
+        return {
+            "start_seconds": self.start_seconds,
+            "warm_up_seconds": self.warm_up_seconds,
+            "sweep_seconds": self.sweep_seconds,
+            "worker_cpu_per_wall": self.cores,
+            "tasks_at_once": self.at_once,
+        }
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
 
 
-def time_serial(cfg, root: Path) -> list[float]:
+def time_serial(cfg, out: Path) -> float:
     """The same tasks one after the other in this process, without Dask."""
-    times = []
+    t0 = time.perf_counter()
     with threadpool_limits(1):
-        _warm_up()
-        for r in range(REPEATS):
-            t0 = time.perf_counter()
-            for task in plan_tasks(cfg):
-                out = run_task(
-                    task, task_config(cfg, task), root / f"serial-{r}" / (task.folder)
-                )
-                if out["status"] != "ok":
-                    raise RuntimeError(out["error"])
-            times.append(time.perf_counter() - t0)
-            shutil.rmtree(root / f"serial-{r}")
-    return times
+        for task in plan_tasks(cfg):
+            result = run_task(task, task_config(cfg, task), out / task.folder)
+            if result["status"] != "ok":
+                raise RuntimeError(result["error"])
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(out)
+    return seconds
 
 
 def main() -> None:
@@ -137,11 +141,23 @@ def main() -> None:
     cfg = load_config("noise_sweep", OVERRIDES)
     n_tasks = len(plan_tasks(cfg))
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        serial = time_serial(cfg, root)
-        one = time_cluster(cfg, 1, root)
-        two = time_cluster(cfg, 2, root)
+    with threadpool_limits(1):
+        _warm_up()
+    # Both clusters stay up (idle workers cost next to nothing) so that the
+    # three variants can take turns: a change of the machine's load during
+    # the benchmark then affects them alike.
+    clusters = [_Cluster(1), _Cluster(2)]
+    serial = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(REPEATS):
+                serial.append(time_serial(cfg, Path(tmp) / f"serial-{r}"))
+                for c in clusters:
+                    c.sweep(cfg, Path(tmp) / f"workers{c.n_workers}-{r}")
+    finally:
+        for c in clusters:
+            c.close()
+    one, two = (c.record() for c in clusters)
     load_after = os.getloadavg()
     best = {
         "serial": min(serial),

@@ -569,8 +569,8 @@ def _cmd_sweep(args) -> int:
         sweep_dir = new_run_dir(SWEEPS_DIR, cfg.name)
     else:
         sweep_dir = args.out
-        if sweep_dir.exists() and not sweep_dir.is_dir():
-            raise _CommandError(f"--out '{sweep_dir}' exists and is not a folder")
+        # Refused before the log file is opened there.
+        sweep.check_sweep_dir(sweep_dir, cfg)
         sweep_dir.mkdir(parents=True, exist_ok=True)
     with _run_logging(sweep_dir, args.verbose, show_progress), _quiet_dask(args):
         logger.info("sweep folder %s", sweep_dir)

@@ -88,6 +88,7 @@ __all__ = [
     "SweepDirError",
     "SweepResult",
     "SweepTask",
+    "check_sweep_dir",
     "format_summary",
     "local_cluster",
     "plan_tasks",
@@ -603,7 +604,9 @@ def summary_figure(
     matplotlib figure, or None if there is nothing to draw or the grid
     needs more than 16 panels per metric.
     """
-    from lstm_hw.plots import COLORS, plt
+    from matplotlib.figure import Figure
+
+    from lstm_hw.plots import COLORS
 
     keys = list(grid)
     metrics = sorted(
@@ -627,13 +630,9 @@ def summary_figure(
     numeric = x_key is not None and all(_is_number(v) for v in x_values)
     xs = sorted(x_values) if numeric else x_values
     pos = np.array(xs, dtype=float) if numeric else np.arange(len(xs), dtype=float)
-    fig, axes = plt.subplots(
-        len(metrics),
-        len(panels),
-        figsize=(4.2 * len(panels) + 0.8, 3.0 * len(metrics) + 0.6),
-        squeeze=False,
-        sharex=True,
-    )
+    # A plain Figure (no pyplot): no global state, safe in any thread.
+    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 3.0 * len(metrics) + 0.6))
+    axes = fig.subplots(len(metrics), len(panels), squeeze=False, sharex=True)
     index = {}
     for s in summary:
         point = tuple(s.get(k) for k in keys)
@@ -700,21 +699,32 @@ def _flat(data: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def _prepare_sweep_dir(sweep_dir: Path, cfg: Config, argv: Sequence[str]) -> bool:
-    """Create or check the sweep folder; True if it holds an earlier start."""
-    config = _plain(config_to_dict(cfg))
+def check_sweep_dir(sweep_dir, cfg: Config) -> dict | None:
+    """Check, without writing, that ``sweep_dir`` can take the sweep of ``cfg``.
+
+    Returns the content of its ``sweep.json`` when it holds an earlier start
+    of the same sweep, None when it is missing or empty (a ``run.log``
+    aside, the command line's log of this start).
+
+    Raises
+    ------
+    SweepDirError
+        If it is a file, holds other things, or a sweep of another config
+        (the message names the keys that differ).
+    """
+    sweep_dir = Path(sweep_dir)
     marker = sweep_dir / SWEEP_MARKER
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise SweepDirError(f"sweep folder '{sweep_dir}' exists and is not a folder")
-    now = datetime.now().astimezone().isoformat(timespec="seconds")
-    start = {"time": now, "command": list(argv)}
     if marker.is_file():
         try:
             info = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise SweepDirError(f"cannot read {marker}: {err}") from None
-        if info.get("config") != config:
-            old, new = _flat(info.get("config") or {}), _flat(config)
+        config = _plain(config_to_dict(cfg))
+        if not isinstance(info, dict) or info.get("config") != config:
+            saved = info.get("config") if isinstance(info, dict) else None
+            old, new = _flat(saved or {}), _flat(config)
             changed = sorted(
                 k for k in old.keys() | new.keys() if old.get(k) != new.get(k)
             )
@@ -724,15 +734,24 @@ def _prepare_sweep_dir(sweep_dir: Path, cfg: Config, argv: Sequence[str]) -> boo
                 "continue it with the same config and --set values, or choose "
                 "another --out"
             )
-        info.setdefault("starts", []).append(start)
-        write_json(marker, info)
-        return True
-    # The command line's log of this start may be there already.
+        return info
     if sweep_dir.is_dir() and any(p.name != "run.log" for p in sweep_dir.iterdir()):
         raise SweepDirError(
             f"sweep folder '{sweep_dir}' is not empty and holds no {SWEEP_MARKER}; "
             "choose another --out"
         )
+    return None
+
+
+def _prepare_sweep_dir(sweep_dir: Path, cfg: Config, argv: Sequence[str]) -> bool:
+    """Create or check the sweep folder; True if it holds an earlier start."""
+    info = check_sweep_dir(sweep_dir, cfg)
+    now = datetime.now().astimezone().isoformat(timespec="seconds")
+    start = {"time": now, "command": list(argv)}
+    if info is not None:
+        info.setdefault("starts", []).append(start)
+        write_json(sweep_dir / SWEEP_MARKER, info)
+        return True
     sweep_dir.mkdir(parents=True, exist_ok=True)
     tasks = plan_tasks(cfg)
     info = {
@@ -743,12 +762,12 @@ def _prepare_sweep_dir(sweep_dir: Path, cfg: Config, argv: Sequence[str]) -> boo
         "seeds": [cfg.seed + r for r in range(cfg.sweep.repeats)],
         "n_points": len(tasks) // cfg.sweep.repeats,
         "n_tasks": len(tasks),
-        "config": config,
+        "config": _plain(config_to_dict(cfg)),
         "versions": package_versions(),
         "starts": [start],
     }
     write_text(sweep_dir / "config.toml", dump_toml(cfg))
-    write_json(marker, info)
+    write_json(sweep_dir / SWEEP_MARKER, info)
     return False
 
 
@@ -772,8 +791,8 @@ def local_cluster(n_workers: int | None = None, **kwargs):
         Worker processes; default one per core this process may use.
     **kwargs
         Passed on to ``LocalCluster`` (they override the defaults: one
-        thread per worker, processes, no dashboard, worker environment
-        :data:`WORKER_ENV`).
+        thread per worker, processes, the scheduler's web server on a free
+        port, worker environment :data:`WORKER_ENV`).
     """
     import dask
     from distributed import LocalCluster
@@ -785,7 +804,8 @@ def local_cluster(n_workers: int | None = None, **kwargs):
         "n_workers": n_workers,
         "threads_per_worker": 1,
         "processes": True,
-        "dashboard_address": None,
+        # Any free port: a fixed one clashes with other clusters on the host.
+        "dashboard_address": ":0",
         "env": dict(WORKER_ENV),
     }
     options.update(kwargs)
@@ -882,12 +902,12 @@ def _duration(seconds: float) -> str:
 class _Tracker:
     """Tasks done / total with the time left: a tqdm bar or log lines."""
 
-    def __init__(self, total: int, done: int, todo: int, bar: bool):
-        self.total, self.done, self.todo = total, done, todo
+    def __init__(self, total: int, done: int, to_run: int, bar: bool):
+        self.total, self.done, self.to_run = total, done, to_run
         self.ran = self.failed = 0
         self.start = time.perf_counter()
         self.bar = None
-        if bar and todo:
+        if bar and to_run:
             from tqdm import tqdm
 
             self.bar = tqdm(
@@ -897,7 +917,7 @@ class _Tracker:
     def finished(self, task: SweepTask, row: Mapping) -> None:
         self.done += 1
         self.ran += 1
-        left = self.todo - self.ran
+        left = self.to_run - self.ran
         rate = (time.perf_counter() - self.start) / self.ran
         eta = f", about {_duration(rate * left)} left" if left else ""
         where = f" on {row['worker']}" if row.get("worker") else ""
@@ -1054,10 +1074,7 @@ def run_sweep(
     grid = {k: list(v) for k, v in cfg.sweep.grid.items()}
     fig = summary_figure(summary, grid, list(cfg.modes))
     if fig is not None:
-        from lstm_hw.plots import plt
-
         save_figure(fig, sweep_dir / SUMMARY_PNG)
-        plt.close(fig)
     result = SweepResult(
         sweep_dir=sweep_dir,
         grid=grid,

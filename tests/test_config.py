@@ -111,8 +111,8 @@ def test_japanese_vowels_config_matches_the_gait_setup():
 
 def test_ir_drop_and_adding_configs():
     ir = load_config("airline_ir_drop")
-    assert ir.array.r_row == ir.array.r_col == 1.0 and ir.array.has_wires
-    assert ir.modes == ("ideal", "offline", "insitu")
+    assert ir.array.r_row == ir.array.r_col == 0.1 and ir.array.has_wires
+    assert ir.modes == MODES
     assert load_config("airline_all_modes").modes == MODES
     gru, cifg = load_config("adding_gru"), load_config("adding_cifg")
     assert (gru.network.cell, gru.network.variant) == ("gru", "vanilla")
@@ -182,7 +182,7 @@ def test_device_and_array_sections_build_crossbar_parameters():
     params = with_overrides(
         cfg, {"array.adc_bits": 8, "array.adc_full_scale": 1e-4}
     ).array.to_params()
-    assert (params.r_row, params.r_col) == (1.0, 1.0)
+    assert (params.r_row, params.r_col) == (0.1, 0.1)
     assert params.adc.bits == 8 and params.adc.i_full_scale == 1e-4
     assert params.dac.bits is None
     assert cfg.mapping.to_mapping().g_unit == cfg.mapping.g_unit

@@ -206,21 +206,25 @@ def test_summary_figure_has_one_panel_per_value_of_the_second_key():
     line = axes[0, 0].lines[0]
     np.testing.assert_allclose(line.get_xdata(), [0.0, 4e-6, 8e-6])
     np.testing.assert_allclose(line.get_ydata(), [1.0, 0.96, 0.92])
-    plots.plt.close(fig)
 
 
 # ---------------------------------------------------------------------------
 # Sweep folders (no cluster: refused before any task is submitted)
 
 
-def test_a_folder_of_another_config_is_refused(first_sweep, tiny_cfg, tmp_path):
+def test_a_folder_of_another_config_is_refused(first_sweep, tiny_cfg, tmp_path, capsys):
     other = tiny_cfg.with_overrides({"training.epochs": 3})
     with pytest.raises(SweepDirError, match="training.epochs"):
         run_sweep(other, first_sweep.sweep_dir, n_workers=1)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SweepDirError, match="not empty"):
         run_sweep(tiny_cfg, tmp_path, n_workers=1)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
+    config = tmp_path.parent / f"{tmp_path.name}.toml"
+    config.write_text(TINY)
+    assert main(["sweep", str(config), "--out", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    # Nothing was written into the folder (not even a log).
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_one_way_to_choose_the_cluster(tiny_cfg, tmp_path):
