@@ -99,26 +99,31 @@ def plan_matvec(plan, u, out):
     batch = u.shape[0]
     n_tiles, n_rows, n_ch = plan.g.shape
     out[:, :] = 0.0
-    volts = np.zeros((batch, n_rows))
     for t in range(n_tiles):
+        # Rows past a tile's last input are padding: leave them out of the
+        # products (a small last tile would otherwise cost a full one).
+        used = 0
+        for k in range(n_rows):
+            if plan.in_idx[t, k] >= 0:
+                used = k + 1
+        volts = np.zeros((batch, used))
+
         # DAC: unit inputs to quantized row voltages.
         for b in range(batch):
-            for k in range(n_rows):
+            for k in range(used):
                 idx = plan.in_idx[t, k]
-                if idx < 0:
-                    volts[b, k] = 0.0
-                else:
+                if idx >= 0:
                     volts[b, k] = quantize_symmetric(
                         u[b, idx] * plan.in_scale[t, k],
                         plan.dac_steps,
                         plan.dac_full_scale,
                     )
-        current = np.dot(volts, plan.g[t])  # (B, C) amperes
+        current = np.dot(volts, plan.g[t, :used])  # (B, C) amperes
 
         if plan.noisy:
             # numba has no Generator support here; its own stream is seeded by
             # the caller from the run's Generator, so runs stay reproducible.
-            var = np.dot(volts * volts, plan.q[t])
+            var = np.dot(volts * volts, plan.q[t, :used])
             for b in range(batch):
                 for c in range(n_ch):
                     z = np.random.standard_normal()  # noqa: NPY002
