@@ -32,16 +32,14 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from crossbar.array import ArrayParams
-from crossbar.converters import ADC, DAC
 from crossbar.device import DeviceParams
-from crossbar.differential import DifferentialMapping, WeightClippingWarning
+from crossbar.differential import WeightClippingWarning
 from crossbar.programming import GateVoltageScheme, IncrementalPulses, WriteToTarget
 from crossbar.tiling import Chip
 from lstm_hw import data as data_mod
@@ -125,31 +123,13 @@ def build_optimizer(cfg):
 
 
 def device_params(cfg, noise_scale: float = 1.0, levels: bool = True) -> DeviceParams:
-    """The device of the config (``noise_scale`` scales programming noise)."""
-    d = cfg.device
-    return DeviceParams(
-        g_min=d.g_min,
-        g_max=d.g_max,
-        n_levels=(d.n_levels or None) if levels else None,
-        prog_noise=d.prog_noise * noise_scale,
-        prog_noise_mode=d.prog_noise_mode,
-        read_noise=d.read_noise,
-        d2d_sigma=d.d2d_sigma,
-        p_stuck_min=d.p_stuck_min,
-        p_stuck_max=d.p_stuck_max,
-        drift_nu=d.drift_nu,
-    )
-
-
-def array_params(cfg) -> ArrayParams:
-    a = cfg.array
-    return ArrayParams(
-        rows=a.rows,
-        cols=a.cols,
-        r_row=a.r_row,
-        r_col=a.r_col,
-        dac=DAC(bits=a.dac_bits or None, v_max=a.dac_v_max),
-        adc=ADC(bits=a.adc_bits or None, i_full_scale=a.adc_full_scale or None),
+    """The device of the config (``noise_scale`` scales programming noise and
+    ``levels`` False makes it continuous, for hardware-aware training)."""
+    params = cfg.device.to_params()
+    return replace(
+        params,
+        prog_noise=params.prog_noise * noise_scale,
+        n_levels=params.n_levels if levels else None,
     )
 
 
@@ -161,10 +141,8 @@ def _x_scale(dataset) -> float:
 def build_hardware(cfg, net, dataset, rng, device=None) -> HardwareNetwork:
     """A fresh chip (fabricated from ``rng``) holding ``net``'s matrices."""
     m = cfg.mapping
-    chip = Chip(array_params(cfg), device or device_params(cfg), rng)
-    mapping = DifferentialMapping(
-        layout=m.layout, g_unit=m.g_unit or None, reference=m.reference
-    )
+    chip = Chip(cfg.array.to_params(), device or device_params(cfg), rng)
+    mapping = m.to_mapping()
     return HardwareNetwork(
         net,
         chip,
