@@ -10,26 +10,13 @@ Also the read without read noise, and with IR drop once ``G_eff`` is known.
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 import numpy as np
+from _common import best_time, write_result
 from threadpoolctl import threadpool_limits
 
 from crossbar.array import ArrayParams, CrossbarArray
 from crossbar.converters import ADC, DAC
 from crossbar.device import DeviceParams
-
-
-def _best(fn, repeats: int = 300) -> float:
-    fn()
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _array(read_noise: float, r_wire: float = 0.0) -> CrossbarArray:
@@ -61,14 +48,14 @@ def main() -> dict:
     rows = {}
     with threadpool_limits(limits=1):
         g = _array(0.0).g
-        matmul = _best(lambda: v @ g)
+        matmul = best_time(lambda: v @ g, 300)
         for label, arr in (
             ("levels, programming noise, DAC, ADC", _array(0.0)),
             ("... and 2 % read noise", _array(0.02)),
             ("... and IR drop at 1 ohm (G_eff known)", _array(0.02, 1.0)),
         ):
             arr.read(v)
-            t = _best(lambda arr=arr: arr.read(v))
+            t = best_time(lambda arr=arr: arr.read(v), 300)
             rows[label] = {"seconds": t, "ratio": t / matmul}
     print("| read of 64 vectors, 128 x 64 | time (us) | ratio to v @ g |")
     print("|---|---|---|")
@@ -76,9 +63,7 @@ def main() -> dict:
     for label, r in rows.items():
         print(f"| {label} | {1e6 * r['seconds']:.1f} | {r['ratio']:.2f} |")
     result = {"matmul_seconds": matmul, "reads": rows}
-    out = Path(__file__).parent / "results" / "crossbar_read.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result("crossbar_read", result)
     return result
 
 

@@ -16,12 +16,10 @@ gait (50 inputs, 14 hidden, 30 steps, batch 50, 9 classes at the last step).
 
 from __future__ import annotations
 
-import json
-import time
 from functools import partial
-from pathlib import Path
 
 import numpy as np
+from _common import best_time, write_result
 from threadpoolctl import threadpool_limits
 
 from crossbar.array import ArrayParams
@@ -86,16 +84,6 @@ def _insitu_step(net, x, y, loss, opt, hw, scheme, seed):
     hw.load_into_network()
 
 
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> dict:
     results = {}
     scheme = GateVoltageScheme()
@@ -103,14 +91,14 @@ def main() -> dict:
         for name, shape in SHAPES.items():
             net, x, y, loss, _ = _setup(shape, None)
             opt = SGD(1e-4, momentum=0.9)
-            ideal = _best(partial(_ideal_step, net, x, y, loss, opt), 50)
+            ideal = best_time(partial(_ideal_step, net, x, y, loss, opt), 50)
             row = {"ideal_ms": 1e3 * ideal}
             for label, r in (("insitu", 0.0), ("insitu_ir", 1.0)):
                 net, x, y, loss, hw = _setup(shape, r)
                 opt = SGD(1e-4, momentum=0.9)
                 reps = 20 if r == 0 else 5
                 step = partial(_insitu_step, net, x, y, loss, opt, hw, scheme, 1)
-                t = _best(step, reps)
+                t = best_time(step, reps)
                 row[f"{label}_ms"] = 1e3 * t
                 row[f"{label}_ratio"] = t / ideal
             results[name] = row
@@ -125,9 +113,7 @@ def main() -> dict:
             f"{r['insitu_ratio']:.2f} | {r['insitu_ir_ms']:.2f} | "
             f"{r['insitu_ir_ratio']:.2f} |"
         )
-    out = Path(__file__).parent / "results" / "insitu_step.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_result("insitu_step", results)
     return results
 
 

@@ -11,11 +11,10 @@ in-situ to ideal ratio, and the programming pulses.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
+from _common import write_result
 
 from lstm_hw.config import load_config
 from lstm_hw.experiment import run_experiment
@@ -74,9 +73,7 @@ def main(argv=None) -> dict:
         print(f"in situ / ideal (medians): {ratio:.3f}")
     if "persistence_rmse" in summary:
         print(f"persistence forecast: {summary['persistence_rmse']:.4g}")
-    out = Path(__file__).parent / "results" / f"headline_{args.config}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
+    write_result(f"headline_{args.config}", summary)
     return summary
 
 

@@ -50,6 +50,7 @@ from lstm_hw.losses import CrossEntropyLoss, MSELoss
 from lstm_hw.lstm import LSTM
 from lstm_hw.network import Network
 from lstm_hw.optimizers import SGD, Adam, RMSprop
+from lstm_hw.progress import Progress
 from lstm_hw.training import History, evaluate, train
 
 logger = logging.getLogger(__name__)
@@ -238,29 +239,6 @@ def _snapshot_key(epoch: int) -> str:
     return f"epoch_{epoch:05d}"
 
 
-class _Progress:
-    """A tqdm bar over epochs when asked, otherwise nothing."""
-
-    def __init__(self, enabled: bool, total: int, desc: str):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=True)
-
-    def update(self, history: History) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        value = history.test_metric[-1]
-        if not math.isnan(value):
-            self.bar.set_postfix({history.metric: f"{value:.4g}"})
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # -- the modes -----------------------------------------------------------------
 
 
@@ -320,9 +298,9 @@ class Experiment:
             spent = float(state["seconds"])
             logger.info("mode %s: resumed at epoch %d", mode, start_epoch)
 
-        bar = _Progress(self.progress, t.epochs, mode)
-        if start_epoch and bar.bar is not None:
-            bar.bar.update(start_epoch)
+        bar = Progress(t.epochs, mode, "epoch", enabled=self.progress)
+        if start_epoch:
+            bar.update(start_epoch)
         clock = {"start": time.perf_counter(), "saved": time.perf_counter()}
 
         def save(epoch, history):
@@ -344,7 +322,8 @@ class Experiment:
             clock["saved"] = time.perf_counter()
 
         def callback(epoch, history):
-            bar.update(history)
+            value = history.test_metric[-1]
+            bar.update(1, **({} if math.isnan(value) else {history.metric: value}))
             if snapshot is not None and (epoch + 1) % t.snapshot_every == 0:
                 snapshot(epoch + 1)
             due = time.perf_counter() - clock["saved"] >= self.checkpoint_seconds

@@ -124,19 +124,19 @@ def test_resume_inside_a_mode_gives_the_uninterrupted_numbers(
 
     _, metrics = full_run
     monkeypatch.setattr(experiment.Experiment, "checkpoint_seconds", 0.0)
-    real_update = experiment._Progress.update
+    real_update = experiment.Progress.update
 
-    def interrupt(self, history):
-        real_update(self, history)
-        if history.epoch[-1] == 2:
+    def interrupt(self, n=1, **info):
+        real_update(self, n, **info)
+        if self.n == 3:  # after epoch 2
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment._Progress, "update", interrupt)
+    monkeypatch.setattr(experiment.Progress, "update", interrupt)
     cfg = _cfg(f'modes=["{mode}"]')
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, tmp_path)
     assert (tmp_path / "modes" / mode / "checkpoint.json").exists()
-    monkeypatch.setattr(experiment._Progress, "update", real_update)
+    monkeypatch.setattr(experiment.Progress, "update", real_update)
     resumed = run_experiment(cfg, tmp_path, resume=True)
     for key, value in metrics["modes"][mode].items():
         if key != "train_seconds":

@@ -1,0 +1,30 @@
+"""Timing and result files shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def best_time(fn, repeats: int) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` calls [s], after one warm-up."""
+    fn()
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def write_result(name: str, data: dict) -> Path:
+    """Write ``data`` to ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(data, indent=2))
+    return out
