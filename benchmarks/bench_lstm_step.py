@@ -47,10 +47,24 @@ RESULTS = Path(__file__).resolve().parent / "results" / "lstm_step.json"
 REPEATS = 15
 
 SHAPES = {
-    "airline": {"inputs": 1, "hidden": 15, "steps": 96, "batch": 1, "outputs": 1,
-                "output": "all", "loops": 200},
-    "gait": {"inputs": 50, "hidden": 14, "steps": 30, "batch": 50, "outputs": 10,
-             "output": "last", "loops": 40},
+    "airline": {
+        "inputs": 1,
+        "hidden": 15,
+        "steps": 96,
+        "batch": 1,
+        "outputs": 1,
+        "output": "all",
+        "loops": 200,
+    },
+    "gait": {
+        "inputs": 50,
+        "hidden": 14,
+        "steps": 30,
+        "batch": 50,
+        "outputs": 10,
+        "output": "last",
+        "loops": 40,
+    },
 }
 
 
@@ -88,8 +102,12 @@ def lstm_hw_step(shape: dict, x, y):
     regression = shape["output"] == "all"
     net = Network(
         LSTM(shape["inputs"], shape["hidden"], rng=rng),
-        Dense(shape["hidden"], shape["outputs"],
-              "sigmoid" if regression else "softmax", rng=rng),
+        Dense(
+            shape["hidden"],
+            shape["outputs"],
+            "sigmoid" if regression else "softmax",
+            rng=rng,
+        ),
         output=shape["output"],
     )
     loss = MSELoss("sum") if regression else CrossEntropyLoss()
@@ -103,8 +121,7 @@ def lstm_hw_step(shape: dict, x, y):
         opt.step(params, grads)
 
     def phases(loops: int) -> dict:
-        t = {"forward": np.inf, "loss": np.inf, "backward": np.inf,
-             "optimizer": np.inf}
+        t = {"forward": np.inf, "loss": np.inf, "backward": np.inf, "optimizer": np.inf}
         for _ in range(loops):
             t0 = time.perf_counter()
             out = net.forward(x)
@@ -131,8 +148,11 @@ def torch_step(torch, shape: dict, x, y, dtype):
     lstm.to(dtype)
     linear.to(dtype)
     params = list(lstm.parameters()) + list(linear.parameters())
-    opt = (torch.optim.SGD(params, lr=0.01, momentum=0.9) if regression
-           else torch.optim.RMSprop(params, lr=0.01, alpha=0.99, eps=1e-8))
+    opt = (
+        torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        if regression
+        else torch.optim.RMSprop(params, lr=0.01, alpha=0.99, eps=1e-8)
+    )
     xt = torch.tensor(x, dtype=dtype)
     yt = torch.tensor(y, dtype=dtype if regression else torch.int64)
 
@@ -157,25 +177,35 @@ def main() -> int:
         logger.error("PyTorch is needed: pip install torch==2.13.0")
         return 1
     torch.set_num_threads(1)
-    results = {"machine": platform.processor() or platform.machine(),
-               "python": sys.version.split()[0], "torch": torch.__version__,
-               "numpy": np.__version__, "threads": 1, "repeats": REPEATS,
-               "shapes": {}}
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "threads": 1,
+        "repeats": REPEATS,
+        "shapes": {},
+    }
     with threadpool_limits(limits=1):
         for name, shape in SHAPES.items():
             x, y = _data(shape, np.random.default_rng(1))
             ours, phases = lstm_hw_step(shape, x, y)
             times = _best(
-                {"ours": ours,
-                 "f32": torch_step(torch, shape, x, y, torch.float32),
-                 "f64": torch_step(torch, shape, x, y, torch.float64)},
+                {
+                    "ours": ours,
+                    "f32": torch_step(torch, shape, x, y, torch.float32),
+                    "f64": torch_step(torch, shape, x, y, torch.float64),
+                },
                 shape["loops"],
             )
             t_ours, t32, t64 = times["ours"], times["f32"], times["f64"]
             results["shapes"][name] = {
                 **{k: v for k, v in shape.items() if k != "loops"},
-                "lstm_hw_s": t_ours, "torch_float32_s": t32, "torch_float64_s": t64,
-                "ratio_vs_float32": t_ours / t32, "ratio_vs_float64": t_ours / t64,
+                "lstm_hw_s": t_ours,
+                "torch_float32_s": t32,
+                "torch_float64_s": t64,
+                "ratio_vs_float32": t_ours / t32,
+                "ratio_vs_float64": t_ours / t64,
                 "lstm_hw_phases_s": phases(shape["loops"]),
             }
     lines = [

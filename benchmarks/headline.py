@@ -6,6 +6,9 @@ in-situ to ideal ratio, and the programming pulses.
 
     python benchmarks/headline.py airline_all_modes --seeds 5
     python benchmarks/headline.py japanese_vowels --seeds 5
+
+Results go to ``benchmarks/results/headline_<config>.json`` (five seeds) or
+``headline_<config>_<n>_seeds.json``.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def main(argv=None) -> dict:
         print(f"in situ / ideal (medians): {ratio:.3f}")
     if "persistence_rmse" in summary:
         print(f"persistence forecast: {summary['persistence_rmse']:.4g}")
-    write_result(f"headline_{args.config}", summary)
+    suffix = "" if args.seeds == 5 else f"_{args.seeds}_seeds"
+    write_result(f"headline_{args.config}{suffix}", summary)
     return summary
 
 

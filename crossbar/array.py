@@ -11,18 +11,29 @@ IR drop enters every read through :meth:`CrossbarArray.effective_conductance`:
 the circuit is linear, so for a programmed state there is one matrix
 ``G_eff`` with ``I = V @ G_eff``. It is computed once per programmed state
 and reused until the conductances change (a write, or drift).
+
+A read of a batch costs one pass of the DAC over the inputs (bit for bit
+:func:`crossbar.converters.quantize_symmetric`), the float64 product
+``V @ G_eff`` and one pass of the ADC. With read noise it also costs the
+float32 product ``V**2 @ (sigma G)**2``, which gives each column current its
+exact Gaussian variance, and one draw per column and input vector from
+:mod:`crossbar.gaussian`, seeded for every read from the array's generator;
+adding the noise is fused with the ADC pass.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from crossbar.converters import ADC, DAC, quantize_inplace
+from crossbar.converters import ADC, DAC, quantize_symmetric
 from crossbar.device import DeviceArray, DeviceParams
-from crossbar.read_kernel import ReadPlan
+from crossbar.gaussian import fill_normal, seed_from, seed_state
+from crossbar.jit import njit
 from crossbar.validation import ParameterError, check_array, check_number
 
 logger = logging.getLogger(__name__)
@@ -76,6 +87,152 @@ class ArrayParams:
     def has_wires(self) -> bool:
         """True when wire resistance is set and reads solve the circuit."""
         return self.r_row > 0.0
+
+
+class _ArrayPlan(NamedTuple):
+    """What a read of one array needs, kept per programmed state."""
+
+    g: np.ndarray  # (n_in, n_out) effective conductance [S], float64, C order
+    q: np.ndarray | None  # (n_in, n_out) float32 scaled read-noise variance
+    std_scale: float  # column noise std [A] = sqrt(u**2 @ q) * std_scale
+    dac_steps: float
+    dac_full_scale: float  # [V]
+    adc_steps: float
+    adc_full_scale: float  # [A]
+
+
+# quantize_symmetric divides twice per entry, which bounds a loop of it by
+# the division throughput. The stages below find the level index with a
+# multiply instead whenever that provably gives the same index: ``x * (n /
+# fs)`` is within 4 ulp of the reference operand ``x / fs * n``, so for
+# operands below _FAST_MAX_OPERAND it lies within 3e-7 of it, and rounding
+# agrees unless the operand is within _TIE_TOL of a rounding tie. A batch with
+# such an entry (or with NaN or inf) is redone with quantize_symmetric itself.
+_FAST_MAX_STEPS = 2.0**24
+_FAST_MAX_OPERAND = 2.0**29
+_TIE_TOL = 1e-6
+
+
+@njit
+def _fast_setup(n_steps: float, full_scale: float):
+    """``(usable, c, lo, hi, t_max)`` for :func:`_fast_level`."""
+    fs = abs(full_scale)
+    usable = 0.0 < n_steps <= _FAST_MAX_STEPS and 0.0 < fs < np.inf
+    c = n_steps / fs if usable else 0.0
+    if full_scale > 0.0:
+        # Clipping the index gives the same level as clipping x first, and
+        # makes the operand's size irrelevant.
+        return usable, c, -n_steps, n_steps, np.inf
+    return usable, c, -np.inf, np.inf, _FAST_MAX_OPERAND
+
+
+@njit
+def _fast_level(x: float, c: float, lo: float, hi: float, t_max: float):
+    """Level index of ``x`` and whether it is undecided (see above)."""
+    t = x * c
+    m = np.rint(t)
+    # Both comparisons are False for NaN and inf: undecided as well.
+    decided = (abs(t - m) <= 0.5 - _TIE_TOL) & (abs(t) <= t_max)
+    return min(max(m, lo), hi), not decided
+
+
+@njit
+def _dac_stage(v, n_steps: float, full_scale: float, noisy: bool):
+    """Row voltages [V] through the DAC, and ``(V / full_scale)**2`` in float32.
+
+    ``v`` is 2-D and ``full_scale > 0`` (a DAC saturates). Returns ``(volts,
+    u_sq, finite)``: ``u_sq`` is empty unless ``noisy``, ``finite`` is False
+    when ``v`` holds NaN or inf.
+    """
+    rows, cols = v.shape
+    fs = full_scale
+    inv_fs = 1.0 / fs
+    volts = np.empty((rows, cols))
+    u_sq = np.empty((rows, cols) if noisy else (0, 0), dtype=np.float32)
+    usable, c, lo, hi, t_max = _fast_setup(n_steps, full_scale)
+    if usable:
+        undecided = 0
+        for b in range(rows):
+            for k in range(cols):
+                m, und = _fast_level(v[b, k], c, lo, hi, t_max)
+                undecided += und
+                x = m / n_steps * fs
+                volts[b, k] = x
+                if noisy:
+                    u = x * inv_fs
+                    u_sq[b, k] = u * u
+        if undecided == 0:
+            return volts, u_sq, True
+    bad = 0
+    for b in range(rows):
+        for k in range(cols):
+            x = v[b, k]
+            bad += not (abs(x) < np.inf)
+            x = quantize_symmetric(x, n_steps, full_scale)
+            volts[b, k] = x
+            if noisy:
+                u = x * inv_fs
+                u_sq[b, k] = u * u
+    return volts, u_sq, bad == 0
+
+
+@njit
+def _adc_stage(current, n_steps: float, full_scale: float):
+    """Column currents [A] through the ADC, as a new array."""
+    rows, cols = current.shape
+    fs = abs(full_scale)
+    out = np.empty((rows, cols))
+    usable, c, lo, hi, t_max = _fast_setup(n_steps, full_scale)
+    if usable:
+        undecided = 0
+        for b in range(rows):
+            for k in range(cols):
+                m, und = _fast_level(current[b, k], c, lo, hi, t_max)
+                undecided += und
+                out[b, k] = m / n_steps * fs
+        if undecided == 0:
+            return out
+    for b in range(rows):
+        for k in range(cols):
+            out[b, k] = quantize_symmetric(current[b, k], n_steps, full_scale)
+    return out
+
+
+@njit
+def _noisy_adc_stage(
+    current, var, std_scale: float, seed, n_steps: float, full_scale: float
+):
+    """Column currents [A] with read noise, through the ADC, as a new array.
+
+    Entry ``(b, c)`` gains ``sqrt(var[b, c]) * std_scale * z``, ``z`` a
+    standard normal of :mod:`crossbar.gaussian` seeded with ``seed`` and drawn
+    in row-major order, before it is quantized.
+    """
+    rows, cols = current.shape
+    fs = abs(full_scale)
+    z = np.empty((rows, cols))
+    state = np.empty(4, dtype=np.uint64)
+    seed_state(state, seed)
+    fill_normal(state, z)
+    out = np.empty((rows, cols))
+    usable, c, lo, hi, t_max = _fast_setup(n_steps, full_scale)
+    if usable:
+        undecided = 0
+        for b in range(rows):
+            for k in range(cols):
+                # The standard deviation is rounded to float32 (see the plan).
+                std = np.float64(np.sqrt(var[b, k])) * std_scale
+                m, und = _fast_level(current[b, k] + std * z[b, k], c, lo, hi, t_max)
+                undecided += und
+                out[b, k] = m / n_steps * fs
+        if undecided == 0:
+            return out
+    for b in range(rows):
+        for k in range(cols):
+            std = np.float64(np.sqrt(var[b, k])) * std_scale
+            x = current[b, k] + std * z[b, k]
+            out[b, k] = quantize_symmetric(x, n_steps, full_scale)
+    return out
 
 
 class CrossbarArray:
@@ -186,26 +343,34 @@ class CrossbarArray:
 
     # -- reads -----------------------------------------------------------------
 
-    def _single_plan(self, g_eff: np.ndarray, g_dev: np.ndarray, noisy: bool):
-        rows, cols = g_eff.shape
+    def _single_plan(
+        self, g_eff: np.ndarray, g_dev: np.ndarray, noisy: bool
+    ) -> _ArrayPlan:
         sigma = self.device.read_noise if noisy else 0.0
         p = self.params
-        return ReadPlan(
-            g=np.ascontiguousarray(g_eff)[None],
-            q=np.ascontiguousarray((sigma * g_dev) ** 2)[None],
-            in_idx=np.arange(rows, dtype=np.int64)[None],
-            in_scale=np.ones((1, rows)),
-            ch_out=np.arange(cols, dtype=np.int64)[None],
-            ch_sign=np.ones((1, cols)),
-            dac_steps=p.dac.kernel_args()[0],
-            dac_full_scale=p.dac.kernel_args()[1],
-            adc_steps=p.adc.kernel_args()[0],
-            adc_full_scale=p.adc.kernel_args()[1],
-            out_scale=1.0,
-            n_in=rows,
-            n_out=cols,
-            noisy=sigma > 0.0,
-            exact=False,
+        dac_steps, dac_full_scale = p.dac.kernel_args()
+        adc_steps, adc_full_scale = p.adc.kernel_args()
+        q = None
+        std_scale = 0.0
+        if sigma > 0.0:
+            q64 = (sigma * np.asarray(g_dev, dtype=np.float64)) ** 2
+            # float32 is enough for the variance: it only scales a noise draw,
+            # and its 1e-7 relative error is far below any read noise. A power
+            # of two brings the largest coefficient near 1, so that small
+            # conductances neither underflow nor lose digits in float32.
+            q_max = float(q64.max())
+            scale = 2.0 ** math.frexp(math.sqrt(q_max))[1] if q_max > 0.0 else 1.0
+            q = np.ascontiguousarray(q64 / (scale * scale), dtype=np.float32)
+            # Voltages enter as u = V / v_max, so std = sqrt(u**2 @ q) * this.
+            std_scale = abs(dac_full_scale) * scale
+        return _ArrayPlan(
+            g=np.ascontiguousarray(g_eff, dtype=np.float64),
+            q=q,
+            std_scale=std_scale,
+            dac_steps=dac_steps,
+            dac_full_scale=dac_full_scale,
+            adc_steps=adc_steps,
+            adc_full_scale=adc_full_scale,
         )
 
     def read(self, v, noisy: bool = True) -> np.ndarray:
@@ -232,30 +397,43 @@ class CrossbarArray:
     def _read(self, v, transposed: bool, noisy: bool) -> np.ndarray:
         n_in = self.params.cols if transposed else self.params.rows
         v = np.asarray(v, dtype=np.float64)
-        if not np.isfinite(v.sum()):
-            # NaN and inf propagate through the sum; check_array names them.
-            check_array("v", v)
         if v.ndim not in (1, 2) or v.shape[-1] != n_in:
             raise ParameterError(
                 f"parameter 'v' must have shape ({n_in},) or (batch, {n_in}); "
                 f"got shape {v.shape}"
             )
         single = v.ndim == 1
-        volts = np.array(np.atleast_2d(v), order="C")
         plan = self._plan(transposed, noisy)
+        noisy = plan.q is not None
 
-        # The same steps as crossbar.read_kernel.plan_matvec, with the products
-        # in numpy and the read noise drawn from the array's own generator.
-        quantize_inplace(volts, plan.dac_steps, plan.dac_full_scale)
-        current = volts @ plan.g[0]
-        if plan.noisy:
-            std = np.sqrt((volts * volts) @ plan.q[0])
-            current += std * self.rng.standard_normal(current.shape)
-        quantize_inplace(current, plan.adc_steps, plan.adc_full_scale)
+        # DAC, with the finite check of v in the same pass.
+        volts, u_sq, finite = _dac_stage(
+            v.reshape(1, n_in) if single else v,
+            plan.dac_steps,
+            plan.dac_full_scale,
+            noisy,
+        )
+        if not finite:
+            check_array("v", v)  # names the NaN or inf entries
+        current = volts @ plan.g
+        if noisy:
+            # Column variance sum_k V_k**2 (sigma G_k)**2, scaled (see the plan).
+            var = u_sq @ plan.q
+            # The noise of this read is seeded from the array's generator.
+            current = _noisy_adc_stage(
+                current,
+                var,
+                plan.std_scale,
+                seed_from(self.rng),
+                plan.adc_steps,
+                plan.adc_full_scale,
+            )
+        elif plan.adc_steps > 0.0 or 0.0 < plan.adc_full_scale < math.inf:
+            current = _adc_stage(current, plan.adc_steps, plan.adc_full_scale)
         return current[0] if single else current
 
-    def _plan(self, transposed: bool, noisy: bool) -> ReadPlan:
-        # Plans are kept per programmed state: a read then costs the kernel only.
+    def _plan(self, transposed: bool, noisy: bool) -> _ArrayPlan:
+        # Plans are kept per programmed state: a read then costs the kernels only.
         key = (transposed, noisy)
         cached = self._plans.get(key)
         if cached is not None and cached[0] == self.devices.version:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from crossbar.gaussian import fill_normal, new_state, seed_from
+from crossbar.jit import njit
 from crossbar.validation import check_array, check_choice, check_number, fail
 
 logger = logging.getLogger(__name__)
@@ -181,6 +183,35 @@ def reachable_values(
     # The top level is g_hi exactly, whatever the rounding of g_lo + top*step.
     out = np.where(k == top, g_hi, g_lo + k * step)
     return np.clip(out, g_lo, g_hi)
+
+
+@njit
+def legal_value(g: float, lo: float, hi: float, n_levels: int) -> float:
+    """:func:`reachable_values` of one device, for kernels (``n_levels`` 0 =
+    no levels); the same operations in the same order, so bit for bit equal."""
+    if n_levels == 0:
+        return min(max(g, lo), hi)
+    top = n_levels - 1
+    step = (hi - lo) / top
+    k = min(max(np.rint((g - lo) / step), 0.0), float(top))
+    out = hi if k == top else lo + k * step
+    return min(max(out, lo), hi)
+
+
+@njit
+def noise_sigma(
+    target: float, lo: float, hi: float, mode: int, noise: float, span: float
+) -> float:
+    """Programming-noise standard deviation [S] of one write, for kernels.
+
+    ``mode`` indexes :data:`PROG_NOISE_MODES`; ``span`` is the nominal window
+    ``g_max - g_min``.
+    """
+    if mode == 0:
+        return noise
+    if mode == 1:
+        return noise * span
+    return noise * min(max(target, lo), hi)
 
 
 class DeviceArray:
@@ -465,9 +496,54 @@ class DeviceArray:
         lo, hi = self._g_lo.ravel()[idx], self._g_hi.ravel()[idx]
         t = target
         if self.params.prog_noise > 0.0:
-            t = t + self._sigma(t, lo, hi) * self.rng.standard_normal(n)
+            t = t + self._sigma(t, lo, hi) * self.normals(n)
         self._store(reachable_values(t, lo, hi, self.params.n_levels), idx)
         return n
+
+    def normals(self, n: int) -> np.ndarray:
+        """``n`` standard normals for programming and read noise.
+
+        Drawn with :mod:`crossbar.gaussian` (several times faster than the
+        Generator's own normals), seeded by one 64-bit draw of this array's
+        generator, so the same seed still gives the same noise. ``n = 0``
+        draws nothing.
+        """
+        z = np.empty(int(n))
+        if n:
+            fill_normal(new_state(seed_from(self.rng)), z)
+        return z
+
+    def _kernel_args(self) -> tuple:
+        """What a programming kernel needs to write like :meth:`_write_at`:
+        copies of the stored conductances and programming times (flat, to be
+        modified), the present conductances (flat, drift applied), the flat
+        windows and stuck mask, and the noise and level settings."""
+        p = self.params
+        g = self._g.ravel().copy()
+        return (
+            g,
+            self._t_program.ravel().copy(),
+            # Without drift the stored values are the present ones; the kernel
+            # may then read and write the same array.
+            self.conductance().ravel() if p.drifts else g,
+            self._g_lo.ravel(),
+            self._g_hi.ravel(),
+            self._stuck.ravel(),
+            PROG_NOISE_MODES.index(p.prog_noise_mode),
+            float(p.prog_noise),
+            float(p.g_max - p.g_min),
+            0 if p.n_levels is None else int(p.n_levels),
+            float(self._time),
+        )
+
+    def _commit(self, g: np.ndarray, t_program: np.ndarray) -> None:
+        """Adopt conductances and programming times a kernel wrote (legal)."""
+        g = g.reshape(self.shape)
+        t = t_program.reshape(self.shape)
+        g.flags.writeable = False
+        t.flags.writeable = False
+        self._g, self._t_program = g, t
+        self._version += 1
 
     def set_exact(self, g, mask=None) -> int:
         """Noise-free write of ``g`` [S], still legalized; returns the pulses."""
@@ -533,6 +609,6 @@ class DeviceArray:
         """
         g = self.conductance()
         if noisy and self.params.read_noise > 0.0:
-            z = self.rng.standard_normal(self.shape)
+            z = self.normals(self.size).reshape(self.shape)
             g = g * (1.0 + self.params.read_noise * z)
         return g

@@ -24,6 +24,16 @@ matrix that lives on one physical array):
    random number per device.
 4. ADC on each sensed channel, then ``y[ch_out[c]] += ch_sign[c] * I_c *
    out_scale`` (column pairs are subtracted after sensing; tiles add digitally).
+
+With an ideal ADC every step after the DAC is linear, and the DAC acts on each
+input alone (every row of an input is driven at the same voltage per unit, up
+to the sign of a row pair). The tiles, pairs and scales then fold into one
+matrix: ``y = v @ g[0]`` with the converted inputs ``v_i = Q_dac(u_i s_i) /
+s_i``, plus, with read noise, a Gaussian of variance ``(v * v) @ q[0]`` per
+output (the sum of the independent channel noises that land on it). Such a
+*linear* plan computes the same distribution as the
+tile-by-tile one for the cost of a plain product; exact weights are the
+linear plan with an ideal DAC and no noise.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossbar.converters import quantize_symmetric
+from crossbar.gaussian import fill_normal, seed_state
 from crossbar.jit import njit
 from crossbar.validation import check_array
 
@@ -45,7 +56,7 @@ class ReadPlan(NamedTuple):
     entries are zero (``g``, ``q``, ``in_scale``) or -1 (indices).
     """
 
-    g: np.ndarray  # (T, K, C) folded effective conductance [S] (exact: weights)
+    g: np.ndarray  # (T, K, C) folded effective conductance [S]
     q: np.ndarray  # (T, K, C) read-noise variance coefficient [S^2]
     in_idx: np.ndarray  # (T, K) int64 index into u of each physical input row
     in_scale: np.ndarray  # (T, K) volts per unit of u, sign of the row included
@@ -59,7 +70,7 @@ class ReadPlan(NamedTuple):
     n_in: int  # length of u
     n_out: int  # length of y
     noisy: bool  # read noise present
-    exact: bool  # plain matmul: g[0] holds W.T, everything else unused
+    linear: bool  # one product: y = u @ g[0] (+ noise of variance (u * u) @ q[0])
 
 
 def exact_plan(w: np.ndarray) -> ReadPlan:
@@ -82,19 +93,49 @@ def exact_plan(w: np.ndarray) -> ReadPlan:
         n_in=n_in,
         n_out=n_out,
         noisy=False,
-        exact=True,
+        linear=True,
     )
 
 
 @njit
-def plan_matvec(plan, u, out):
+def _dac_inputs(plan, u):
+    """Inputs after the DAC, in input units: ``Q(u * s) / s`` per input."""
+    v = np.empty(u.shape)
+    for b in range(u.shape[0]):
+        for i in range(u.shape[1]):
+            s = plan.in_scale[0, i]
+            v[b, i] = quantize_symmetric(
+                u[b, i] * s, plan.dac_steps, plan.dac_full_scale
+            )
+            v[b, i] /= s
+    return v
+
+
+@njit
+def _linear_matvec(plan, u, out, state):
+    """``out = u @ g[0]`` plus read noise of variance ``(u * u) @ q[0]``."""
+    out[:, :] = np.dot(u, plan.g[0])
+    if plan.noisy:
+        std = np.sqrt(np.dot(u * u, plan.q[0]))
+        z = np.empty(out.shape)
+        fill_normal(state, z)
+        for b in range(out.shape[0]):
+            for o in range(out.shape[1]):
+                out[b, o] += std[b, o] * z[b, o]
+
+
+@njit
+def plan_matvec(plan, u, out, state):
     """Overwrite ``out`` (B, n_out) with the product of ``u`` (B, n_in).
 
-    Read noise, when the plan has any, comes from numba's generator, which the
-    calling kernel seeds once with ``np.random.seed``.
+    Read noise, when the plan has any, is drawn from ``state`` (see
+    :func:`noise_state`), which the calling kernel seeds once per call.
     """
-    if plan.exact:
-        out[:, :] = np.dot(u, plan.g[0])
+    if plan.linear:
+        if plan.dac_steps > 0.0 or 0.0 < plan.dac_full_scale < np.inf:
+            _linear_matvec(plan, _dac_inputs(plan, u), out, state)
+        else:
+            _linear_matvec(plan, u, out, state)
         return
     batch = u.shape[0]
     n_tiles, n_rows, n_ch = plan.g.shape
@@ -121,44 +162,44 @@ def plan_matvec(plan, u, out):
         current = np.dot(volts, plan.g[t, :used])  # (B, C) amperes
 
         if plan.noisy:
-            # numba has no Generator support here; its own stream is seeded by
-            # the caller from the run's Generator, so runs stay reproducible.
             var = np.dot(volts * volts, plan.q[t, :used])
+            z = np.empty(var.shape)
+            fill_normal(state, z)
             for b in range(batch):
                 for c in range(n_ch):
-                    z = np.random.standard_normal()  # noqa: NPY002
-                    current[b, c] += np.sqrt(var[b, c]) * z
+                    current[b, c] += np.sqrt(var[b, c]) * z[b, c]
 
         # ADC on each sensed channel, then the digital sum of tiles and pairs.
-        for c in range(n_ch):
-            o = plan.ch_out[t, c]
-            if o < 0:
-                continue
-            scale = plan.ch_sign[t, c] * plan.out_scale
-            for b in range(batch):
-                sensed = quantize_symmetric(
-                    current[b, c], plan.adc_steps, plan.adc_full_scale
-                )
-                out[b, o] += scale * sensed
+        for b in range(batch):
+            for c in range(n_ch):
+                o = plan.ch_out[t, c]
+                if o >= 0:
+                    sensed = quantize_symmetric(
+                        current[b, c], plan.adc_steps, plan.adc_full_scale
+                    )
+                    out[b, o] += plan.ch_sign[t, c] * plan.out_scale * sensed
 
 
 @njit
-def seed_kernel_rng(seed):
-    """Seed numba's generator (used by noisy plans) inside jitted code."""
-    np.random.seed(seed)  # noqa: NPY002
+def noise_state(seed):
+    """The read-noise generator of one kernel call, seeded with ``seed``
+    (an integer in ``[0, 2**63)``); see :mod:`crossbar.gaussian`."""
+    state = np.empty(4, dtype=np.uint64)
+    seed_state(state, seed)
+    return state
 
 
 def matvec(plan: ReadPlan, u: np.ndarray, seed: int | None = None) -> np.ndarray:
     """Python entry point: the product of a batch ``u`` (B, n_in) through ``plan``.
 
-    ``seed`` seeds the read noise; without it the noise continues numba's
-    current stream.
+    ``seed`` seeds the read noise; without it the noise is seeded from fresh
+    operating-system entropy (not reproducible).
     """
     u = check_array("u", u, ndim=2)
     if u.shape[1] != plan.n_in:
         check_array("u", u, shape=(None, plan.n_in))
-    if seed is not None:
-        seed_kernel_rng(int(seed))
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**63))
     out = np.empty((u.shape[0], plan.n_out))
-    plan_matvec(plan, np.ascontiguousarray(u), out)
+    plan_matvec(plan, np.ascontiguousarray(u), out, noise_state(int(seed)))
     return out

@@ -24,7 +24,7 @@ import numpy as np
 from crossbar.array import ArrayParams, CrossbarArray
 from crossbar.device import DeviceParams
 from crossbar.differential import DifferentialMapping
-from crossbar.read_kernel import ReadPlan, matvec
+from crossbar.read_kernel import ReadPlan, exact_plan, matvec
 from crossbar.validation import ParameterError, check_array, check_number
 
 logger = logging.getLogger(__name__)
@@ -92,31 +92,26 @@ class Chip:
         """Every array's conductances as software reads them back [S]."""
         return [a.read_conductances(noisy=noisy) for a in self.arrays]
 
-    def apply_update(self, blocks, scheme) -> int:
-        """Write conductance changes ``(array, rows, cols, block)`` [S] with
-        ``scheme``, one programming call per physical array; return pulses."""
-        per_array: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for k, sl_r, sl_c, block in blocks:
-            if k not in per_array:
-                shape = self.arrays[k].shape
-                per_array[k] = (np.zeros(shape), np.zeros(shape, dtype=bool))
-            delta, mask = per_array[k]
-            delta[sl_r, sl_c] = block
-            mask[sl_r, sl_c] = True
-        pulses = 0
-        for k, (delta, mask) in per_array.items():
-            devices = self.arrays[k].devices
-            if _is_gate_scheme(scheme):
-                if k not in self.gate_states:
-                    self.gate_states[k] = scheme.initial_state(devices.shape)
-                state = self.gate_states[k]
-                idx = np.flatnonzero(mask)
-                pulses += int(
-                    scheme.apply_update_at(devices, state, idx, delta.ravel()[idx])
-                )
-            else:
-                pulses += int(scheme.apply_update(devices, delta, mask=mask))
-        return pulses
+    def gate_state(self, k: int, scheme):
+        """The gate voltages of array ``k`` under a gate-voltage ``scheme``
+        (created at its initial voltage on first use)."""
+        if k not in self.gate_states:
+            self.gate_states[k] = scheme.initial_state(self.arrays[k].shape)
+        return self.gate_states[k]
+
+    def write_changes(self, k: int, idx: np.ndarray, values, scheme) -> int:
+        """Write conductance changes ``values`` [S] to the devices of array
+        ``k`` at the ascending flat indices ``idx`` with the update rule of
+        ``scheme``; return the pulses spent."""
+        devices = self.arrays[k].devices
+        if _is_gate_scheme(scheme):
+            state = self.gate_state(k, scheme)
+            return int(scheme.apply_update_at(devices, state, idx, values))
+        delta = np.zeros(devices.shape)
+        mask = np.zeros(devices.shape, dtype=bool)
+        delta.ravel()[idx] = values
+        mask.ravel()[idx] = True
+        return int(scheme.apply_update(devices, delta, mask=mask))
 
     def _reserve(self, array: int, row: int, col: int, shape, name: str) -> None:
         rows, cols = self.array_params.rows, self.array_params.cols
@@ -213,6 +208,13 @@ class Chip:
         return TiledMatrix(self, (n_out, n_in), mapping, tiles, float(v_read), scale)
 
 
+def _is_linear(converter_args: tuple[float, float]) -> bool:
+    """Whether a converter with these kernel arguments neither quantizes nor
+    saturates."""
+    steps, full_scale = converter_args
+    return steps == 0.0 and not 0.0 < full_scale < np.inf
+
+
 def _is_gate_scheme(scheme) -> bool:
     return hasattr(scheme, "initial_state") and hasattr(scheme, "program_target")
 
@@ -233,6 +235,9 @@ class TiledMatrix:
         self.in_scale = in_scale
         self.g_unit: float | None = mapping.g_unit
         self.pulses = 0
+        self._plan_cache: tuple | None = None
+        self._update_map: list | None = None
+        self._linear_base: tuple | None = None
 
     # -- geometry helpers --------------------------------------------------------
 
@@ -251,11 +256,6 @@ class TiledMatrix:
         return self.v_read / self.in_scale
 
     # -- programming -------------------------------------------------------------
-
-    def _gate_state(self, k: int, scheme):
-        if k not in self.chip.gate_states:
-            self.chip.gate_states[k] = scheme.initial_state(self.chip.arrays[k].shape)
-        return self.chip.gate_states[k]
 
     def program(self, w, scheme=None) -> int:
         """Program the weights ``w`` (out, in); return the pulses spent.
@@ -287,7 +287,7 @@ class TiledMatrix:
             mask = np.zeros(arr.shape, dtype=bool)
             mask[sl_r, sl_c] = True
             if _is_gate_scheme(scheme):
-                state = self._gate_state(tile.array, scheme)
+                state = self.chip.gate_state(tile.array, scheme)
                 pulses += int(scheme.program_target(arr.devices, state, target, mask))
             else:
                 result = scheme.program(arr.devices, target, mask=mask)
@@ -295,41 +295,59 @@ class TiledMatrix:
         self.pulses += pulses
         return pulses
 
-    def update_blocks(self, dw) -> list[tuple[int, slice, slice, np.ndarray]]:
-        """Conductance changes [S] for a weight change ``dw`` (out, in).
+    def update_map(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """How a weight change ``dw`` (out, in) reaches the devices.
 
-        Each pair gets ``+dw g_unit / 2`` on its positive device and
-        ``-dw g_unit / 2`` on its negative one, so that the weight moves by
-        ``dw`` when the devices respond linearly. Returns, per tile,
-        ``(array index, row slice, column slice, block of changes)``.
+        Per tile ``(array, idx, src, coef)``: the device at flat index
+        ``idx[j]`` of that array (ascending) changes by ``coef[j] *
+        dw.flat[src[j]]`` [S]. Each pair gets ``+dw g_unit / 2`` on its
+        positive device and ``-dw g_unit / 2`` on its negative one (in the
+        conductance units of its input row), so that the weight moves by
+        ``dw`` when the devices respond linearly.
         """
-        dw = check_array("dw", dw, shape=self.shape)
         if self.g_unit is None:
             raise ParameterError(
                 "the matrix has no 'g_unit' yet: program it once before updates"
             )
-        half = 0.5 * dw * self._row_factor()[None, :] * self.g_unit
-        out = []
-        for tile in self.tiles:
-            sl_r, sl_c = self._block_slices(tile)
-            sub = (
-                slice(tile.out_start, tile.out_stop),
-                slice(tile.in_start, tile.in_stop),
-            )
-            out.append(
-                (tile.array, sl_r, sl_c, self.mapping.assemble(half[sub], -half[sub]))
-            )
-        return out
+        if self._update_map is None:
+            n_out, n_in = self.shape
+            src = np.arange(n_out * n_in).reshape(n_out, n_in)
+            half = np.broadcast_to(0.5 * self.g_unit * self._row_factor(), self.shape)
+            cols = self.chip.array_params.cols
+            self._update_map = []
+            for tile in self.tiles:
+                sl_r, sl_c = self._block_slices(tile)
+                sub = (
+                    slice(tile.out_start, tile.out_stop),
+                    slice(tile.in_start, tile.in_stop),
+                )
+                idx = (
+                    np.arange(sl_r.start, sl_r.stop)[:, None] * cols
+                    + np.arange(sl_c.start, sl_c.stop)[None, :]
+                )
+                self._update_map.append(
+                    (
+                        tile.array,
+                        idx.ravel(),
+                        self.mapping.assemble(src[sub], src[sub]).ravel(),
+                        self.mapping.assemble(half[sub], -half[sub]).ravel(),
+                    )
+                )
+        return self._update_map
 
     def apply_update(self, dw, scheme) -> int:
         """Write a weight change ``dw`` (out, in) with the device's own rule.
 
         ``scheme`` is a :class:`crossbar.programming.GateVoltageScheme` or
         :class:`crossbar.programming.IncrementalPulses`; see
-        :meth:`update_blocks` for how ``dw`` is shared by a pair. Returns the
+        :meth:`update_map` for how ``dw`` is shared by a pair. Returns the
         pulses spent.
         """
-        pulses = self.chip.apply_update(self.update_blocks(dw), scheme)
+        dw = check_array("dw", dw, shape=self.shape).ravel()
+        pulses = sum(
+            self.chip.write_changes(k, idx, coef * dw[src], scheme)
+            for k, idx, src, coef in self.update_map()
+        )
         self.pulses += pulses
         return pulses
 
@@ -369,11 +387,82 @@ class TiledMatrix:
         return w / self._row_factor()[None, :]
 
     def plan(self, noisy: bool = True) -> ReadPlan:
-        """The numba read plan of the programmed state (IR drop included)."""
+        """The numba read plan of the programmed state (IR drop included).
+
+        With an ideal ADC the plan is linear: tiles, pairs and scales are
+        folded into one matrix (see :mod:`crossbar.read_kernel`). Plans are
+        kept until a device of the matrix's arrays changes.
+        """
         if self.g_unit is None:
             raise ParameterError(
                 "the matrix has no 'g_unit' yet: program it before reading it"
             )
+        arrays = self.chip.arrays
+        key = (noisy, tuple(arrays[t.array].devices.version for t in self.tiles))
+        if self._plan_cache is not None and self._plan_cache[0] == key:
+            return self._plan_cache[1]
+        p = self.chip.array_params
+        if _is_linear(p.adc.kernel_args()):
+            plan = self._linear_plan(noisy)
+        else:
+            plan = self._tile_plan(noisy)
+        self._plan_cache = (key, plan)
+        return plan
+
+    def _linear_plan(self, noisy: bool) -> ReadPlan:
+        """One (in, out) matrix in output units and its read-noise variances."""
+        n_out, n_in = self.shape
+        sigma = self.chip.device.read_noise if noisy else 0.0
+        if self._linear_base is None:
+            # Volts per input unit times output units per ampere, per input.
+            scale = self.in_scale / (self.g_unit * self.v_read)
+            dac_steps, dac_full_scale = self.chip.array_params.dac.kernel_args()
+            base = exact_plan(np.zeros((n_out, n_in)))._replace(
+                in_scale=np.array(self.in_scale, dtype=np.float64)[None],
+                dac_steps=dac_steps,
+                dac_full_scale=dac_full_scale,
+            )
+            self._linear_base = (base, scale[:, None])
+        base, scale = self._linear_base
+        single = len(self.tiles) == 1
+        w = np.zeros((n_in, n_out)) if not single else None
+        q = np.zeros((n_in, n_out)) if sigma > 0.0 and not single else None
+        for tile in self.tiles:
+            arr = self.chip.arrays[tile.array]
+            sl_r, sl_c = self._block_slices(tile)
+            ins = slice(tile.in_start, tile.in_stop)
+            outs = slice(tile.out_start, tile.out_stop)
+            dev = arr.devices.g if not arr.device.drifts else arr.g
+            if arr.params.has_wires:
+                eff = arr.effective_conductance()[sl_r, sl_c]
+            else:
+                eff = dev[sl_r, sl_c]
+            # The pair matrices transposed, (in, out): views of the block.
+            pos, neg = (m.T for m in self.mapping.split(eff, tile.n_out, tile.n_in))
+            part = (pos - neg) * scale[ins]
+            if single:
+                w = part
+            else:
+                w[ins, outs] = part
+            if sigma > 0.0:
+                # Both devices of a pair add their own noise to the output.
+                d_pos, d_neg = (
+                    m.T
+                    for m in self.mapping.split(dev[sl_r, sl_c], tile.n_out, tile.n_in)
+                )
+                var = (d_pos**2 + d_neg**2) * (sigma * scale[ins]) ** 2
+                if single:
+                    q = var
+                else:
+                    q[ins, outs] = var
+        return base._replace(
+            g=np.ascontiguousarray(w)[None],
+            q=np.ascontiguousarray(q)[None] if sigma > 0.0 else base.q,
+            noisy=sigma > 0.0,
+        )
+
+    def _tile_plan(self, noisy: bool) -> ReadPlan:
+        """Tile by tile, for an ADC that quantizes or saturates."""
         n_out, n_in = self.shape
         pair_rows = self.mapping.layout == "row_pairs"
         n_k = max(t.n_in for t in self.tiles)
@@ -428,7 +517,7 @@ class TiledMatrix:
             n_in=n_in,
             n_out=n_out,
             noisy=sigma > 0.0,
-            exact=False,
+            linear=False,
         )
 
     def matvec(self, u, noisy: bool = True) -> np.ndarray:

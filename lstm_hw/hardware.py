@@ -21,7 +21,7 @@ import numpy as np
 
 from crossbar.differential import DifferentialMapping
 from crossbar.tiling import Chip, TiledMatrix
-from crossbar.validation import ParameterError
+from crossbar.validation import ParameterError, check_array
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class HardwareNetwork:
         self.bias_rows = int(bias_rows)
         self.matrices: dict[str, TiledMatrix] = {}
         self._update_pulses = 0
+        self._update_cache: list | None = None
         combined = net.combined_matrices()
+        self._shapes = {k: m.shape for k, m in combined.items()}
         n_x = net.rnn.input_size
         hidden = net.rnn.hidden_size
         scales = {
@@ -159,15 +161,46 @@ class HardwareNetwork:
 
     def apply_update(self, delta: dict[str, np.ndarray], scheme) -> int:
         """Write combined-matrix weight changes with the device's own rule."""
-        # The bias change is shared among the bias rows like the bias itself;
-        # both layers are written together, one programming call per array.
-        blocks = []
-        for k in LAYERS:
-            mine = self.matrices[k].update_blocks(self._expand(delta[k]))
-            blocks.extend(mine)
-        pulses = self.chip.apply_update(blocks, scheme)
+        flat = np.concatenate(
+            [
+                check_array(f"delta['{k}']", delta[k], shape=self._shapes[k]).ravel()
+                for k in LAYERS
+            ]
+        )
+        pulses = sum(
+            self.chip.write_changes(k, idx, coef * flat[src], scheme)
+            for k, idx, src, coef in self._update_plan()
+        )
         self._update_pulses += pulses
         return pulses
+
+    def _update_plan(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per array ``(array, idx, src, coef)``: device ``idx[j]`` changes by
+        ``coef[j] * d[src[j]]`` for the layers' combined changes ``d``
+        flattened one after the other. The bias change is shared among the
+        bias rows like the bias itself; both layers are written together, one
+        programming call per array."""
+        if self._update_cache is None:
+            parts: dict[int, list] = {}
+            offset = 0
+            for name in LAYERS:
+                n_out, n_in = self._shapes[name]
+                n_exp = self.matrices[name].shape[1]
+                j = np.arange(n_exp)
+                col = np.minimum(j, n_in - 1)
+                share = np.where(j >= n_in - 1, 1.0 / self.bias_rows, 1.0)
+                for k, idx, src, coef in self.matrices[name].update_map():
+                    o, e = np.divmod(src, n_exp)
+                    parts.setdefault(k, []).append(
+                        (idx, offset + o * n_in + col[e], coef * share[e])
+                    )
+                offset += n_out * n_in
+            self._update_cache = []
+            for k, items in parts.items():
+                idx, src, coef = (np.concatenate(a) for a in zip(*items, strict=True))
+                order = np.argsort(idx, kind="stable")
+                self._update_cache.append((k, idx[order], src[order], coef[order]))
+        return self._update_cache
 
     # -- reading -------------------------------------------------------------------
 
@@ -176,9 +209,14 @@ class HardwareNetwork:
         return {k: self.matrices[k].plan(noisy=noisy) for k in LAYERS}
 
     def read_weights(self, noisy: bool = True) -> dict[str, np.ndarray]:
-        """Combined matrices as software reads them back from the devices."""
+        """Combined matrices as software reads them back from the devices.
+
+        Every array is read once, and layers sharing an array see that read.
+        """
+        readback = self.chip.read_back(noisy=noisy)
         return {
-            k: self._collapse(self.matrices[k].weights(noisy=noisy)) for k in LAYERS
+            k: self._collapse(self.matrices[k].weights(readback=readback))
+            for k in LAYERS
         }
 
     def load_into_network(self, noisy: bool = True) -> None:

@@ -8,8 +8,8 @@ matrices of a layer in the *combined* layout ``M = [W_ih | W_hh | b]`` of shape
 Forward kernels send that product through :func:`crossbar.read_kernel.plan_matvec`
 once per time step on the full ``u_t``, so that an analog read sums the input,
 recurrent and bias parts on the same column, exactly as a crossbar does. The
-numba generator is seeded once at the start, which makes hardware plans with
-read noise reproducible.
+read-noise generator is seeded once at the start from the ``seed`` argument,
+which makes hardware plans with read noise reproducible.
 
 Backward kernels always run in software on the layer's own matrix. The loop
 over time computes only what the recurrence needs (the gate gradients of step
@@ -55,7 +55,7 @@ import logging
 import numpy as np
 
 from crossbar.jit import njit
-from crossbar.read_kernel import plan_matvec
+from crossbar.read_kernel import noise_state, plan_matvec
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def lstm_forward(
     out : (B, T, H) hidden states, zero at padded steps.
     h_n, c_n : (B, H) states at each sequence's last valid step.
     """
-    np.random.seed(seed)  # noqa: NPY002 (numba seeds its own generator)
+    state = noise_state(seed)
     batch, steps, n_x = x.shape
     hidden = h0.shape[1]
     rows = plan.n_out
@@ -254,7 +254,7 @@ def lstm_forward(
     for t in range(n_steps):
         u = u_all[t]
         _fill_inputs(u, x, t, h, n_x, hidden)
-        plan_matvec(plan, u, z)
+        plan_matvec(plan, u, z, state)
         if peephole:
             for b in range(batch):
                 for j in range(hidden):
@@ -430,7 +430,7 @@ def gru_forward(plan, x, lengths, h0, seed, u_all, gates):
     out : (B, T, H) hidden states, zero at padded steps.
     h_n : (B, H) state at each sequence's last valid step.
     """
-    np.random.seed(seed)  # noqa: NPY002 (numba seeds its own generator)
+    state = noise_state(seed)
     batch, steps, n_x = x.shape
     hidden = h0.shape[1]
     rows = plan.n_out
@@ -455,7 +455,7 @@ def gru_forward(plan, x, lengths, h0, seed, u_all, gates):
     for t in range(n_steps):
         u = u_all[t]
         _fill_inputs(u, x, t, h, n_x, hidden)
-        plan_matvec(plan, u, z)
+        plan_matvec(plan, u, z, state)
         for b in range(batch):
             for j in range(h2):
                 arg2d[b, j] = -z[b, j]
@@ -557,10 +557,10 @@ def dense_forward(plan, x2, seed):
 
     ``x2`` is (N, I); the plan sees ``u = [x, 1...1]`` of width ``plan.n_in``.
     """
-    np.random.seed(seed)  # noqa: NPY002 (numba seeds its own generator)
+    state = noise_state(seed)
     n, n_x = x2.shape
     u = np.ones((n, plan.n_in))
     u[:, :n_x] = x2
     z = np.empty((n, plan.n_out))
-    plan_matvec(plan, u, z)
+    plan_matvec(plan, u, z, state)
     return z

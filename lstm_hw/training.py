@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["History", "evaluate", "train"]
 
-# Forward-pass seeds are drawn below 2**32 so that every consumer (numba's
-# np.random.seed takes a 32-bit seed) sees the same value.
+# Forward-pass seeds are drawn below 2**32, the range every layer accepts
+# (lstm_hw.lstm.SEED_MAX).
 _SEED_BOUND = 2**32
 
 

@@ -26,8 +26,11 @@ def _lstm_gate_weights(p, h):
     out = {}
     for k, name in enumerate("ifgo"):
         rows = slice(k * h, (k + 1) * h)
-        out[name] = (p["weight_ih"][rows], p["weight_hh"][rows],
-                     p["bias_ih"][rows] + p["bias_hh"][rows])
+        out[name] = (
+            p["weight_ih"][rows],
+            p["weight_hh"][rows],
+            p["bias_ih"][rows] + p["bias_hh"][rows],
+        )
     return out
 
 
@@ -56,8 +59,18 @@ def lstm_seq_forward(p, variant, x, h0, c0):
             zo = zo + p["weight_co"] * c_new
         o = sigmoid(zo)
         h_new = o * np.tanh(c_new)
-        trace.append({"x": x_t, "h_prev": h, "c_prev": c, "i": i, "f": f, "g": g,
-                      "o": o, "c": c_new})
+        trace.append(
+            {
+                "x": x_t,
+                "h_prev": h,
+                "c_prev": c,
+                "i": i,
+                "f": f,
+                "g": g,
+                "o": o,
+                "c": c_new,
+            }
+        )
         h, c = h_new, c_new
         hs.append(h)
     return np.array(hs), h, c, trace
@@ -95,8 +108,7 @@ def lstm_seq_backward(p, variant, trace, d_hs, d_hT, d_cT):
             grads["weight_ci"] += dzi * s["c_prev"]
             grads["weight_cf"] += dzf * s["c_prev"]
         dh_prev = np.zeros(h_size)
-        for k, (name, dz) in enumerate(zip("ifgo", (dzi, dzf, dzg, dzo),
-                                           strict=True)):
+        for k, (name, dz) in enumerate(zip("ifgo", (dzi, dzf, dzg, dzo), strict=True)):
             rows = slice(k * h_size, (k + 1) * h_size)
             wi, wh, _ = w[name]
             grads["weight_ih"][rows] += np.outer(dz, s["x"])
@@ -127,13 +139,15 @@ def lstm_reference(p, variant, x, h0, c0, lengths, d_out, d_hn, d_cn, truncate):
         for start in range(0, length, k):
             stop = min(start + k, length)
             hs, h_end, c_end, trace = lstm_seq_forward(
-                p, variant, x[b, start:stop], h, c)
+                p, variant, x[b, start:stop], h, c
+            )
             out[b, start:stop] = hs
             last = stop == length
             d_h = d_hn[b] if last else np.zeros(h_size)
             d_c = d_cn[b] if last else np.zeros(h_size)
             g, dxc, dh_in, dc_in = lstm_seq_backward(
-                p, variant, trace, d_out[b, start:stop], d_h, d_c)
+                p, variant, trace, d_out[b, start:stop], d_h, d_c
+            )
             for name in grads:
                 grads[name] += g[name]
             dx[b, start:stop] = dxc
@@ -141,8 +155,15 @@ def lstm_reference(p, variant, x, h0, c0, lengths, d_out, d_hn, d_cn, truncate):
                 dh0[b], dc0[b] = dh_in, dc_in
             h, c = h_end, c_end
         h_n[b], c_n[b] = h, c
-    return {"out": out, "h_n": h_n, "c_n": c_n, "grads": grads, "dx": dx,
-            "dh0": dh0, "dc0": dc0}
+    return {
+        "out": out,
+        "h_n": h_n,
+        "c_n": c_n,
+        "grads": grads,
+        "dx": dx,
+        "dh0": dh0,
+        "dc0": dc0,
+    }
 
 
 # ---------------------------------------------------------------------- GRU
@@ -187,8 +208,11 @@ def gru_seq_backward(p, trace, d_hs, d_hT):
         dnh = dn_pre * s["r"]
         dr_pre = dr * s["r"] * (1 - s["r"])
         dz_pre = dz * s["z"] * (1 - s["z"])
-        for rows, d_in, d_rec in ((r_, dr_pre, dr_pre), (z_, dz_pre, dz_pre),
-                                  (n_, dn_pre, dnh)):
+        for rows, d_in, d_rec in (
+            (r_, dr_pre, dr_pre),
+            (z_, dz_pre, dz_pre),
+            (n_, dn_pre, dnh),
+        ):
             grads["weight_ih"][rows] += np.outer(d_in, s["x"])
             grads["bias_ih"][rows] += d_in
             grads["weight_hh"][rows] += np.outer(d_rec, s["h_prev"])

@@ -21,13 +21,15 @@ def test_dense_matches_reference(activation):
     dy = rng.standard_normal((2, 5, 3))
     y = layer.forward(x)
     dx = layer.backward(dy)
-    y_ref, g_ref, dx_ref = dense_reference(layer.params, activation,
-                                           x.reshape(-1, 4), dy.reshape(-1, 3))
+    y_ref, g_ref, dx_ref = dense_reference(
+        layer.params, activation, x.reshape(-1, 4), dy.reshape(-1, 3)
+    )
     np.testing.assert_allclose(y, y_ref.reshape(2, 5, 3), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dx, dx_ref.reshape(2, 5, 4), rtol=1e-12, atol=1e-14)
     for name in g_ref:
-        np.testing.assert_allclose(layer.grads[name], g_ref[name], rtol=1e-12,
-                                   atol=1e-14)
+        np.testing.assert_allclose(
+            layer.grads[name], g_ref[name], rtol=1e-12, atol=1e-14
+        )
     if activation == "softmax":
         np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-14)
 
@@ -41,8 +43,9 @@ def test_dense_plans_and_combined():
     ref = layer.forward(x)
     np.testing.assert_array_equal(layer.forward(x, plan=exact_plan(m)), ref)
     split = np.concatenate([m[:, :3], m[:, 3:] / 2, m[:, 3:] / 2], axis=1)
-    np.testing.assert_allclose(layer.forward(x, plan=exact_plan(split)), ref,
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        layer.forward(x, plan=exact_plan(split)), ref, rtol=1e-14
+    )
     layer.set_from_combined(split)
     np.testing.assert_allclose(layer.combined_matrix(), m, rtol=1e-15)
     layer.backward(np.ones_like(ref))
@@ -65,8 +68,18 @@ def test_network_last_and_all_match_reference():
     x = rng.standard_normal((3, 5, 2))
     lengths = np.array([5, 2, 4])
     zeros = np.zeros((3, 3))
-    ref = lstm_reference(lstm.params, "vanilla", x, zeros, zeros, lengths,
-                         np.zeros((3, 5, 3)), zeros, zeros, None)
+    ref = lstm_reference(
+        lstm.params,
+        "vanilla",
+        x,
+        zeros,
+        zeros,
+        lengths,
+        np.zeros((3, 5, 3)),
+        zeros,
+        zeros,
+        None,
+    )
     w, b = head.params["weight"], head.params["bias"]
 
     net = Network(lstm, head, output="last")
@@ -77,20 +90,22 @@ def test_network_last_and_all_match_reference():
     net.backward(dy)
     d_out = np.zeros((3, 5, 3))
     d_out[np.arange(3), lengths - 1] = dy @ w
-    ref2 = lstm_reference(lstm.params, "vanilla", x, zeros, zeros, lengths, d_out,
-                          zeros, zeros, None)
+    ref2 = lstm_reference(
+        lstm.params, "vanilla", x, zeros, zeros, lengths, d_out, zeros, zeros, None
+    )
     for name, g in ref2["grads"].items():
-        np.testing.assert_allclose(net.grads()[f"rnn.{name}"], g, rtol=1e-11,
-                                   atol=1e-13)
-    np.testing.assert_allclose(net.grads()["head.weight"], dy.T @ ref["h_n"],
-                               rtol=1e-12)
+        np.testing.assert_allclose(
+            net.grads()[f"rnn.{name}"], g, rtol=1e-11, atol=1e-13
+        )
+    np.testing.assert_allclose(
+        net.grads()["head.weight"], dy.T @ ref["h_n"], rtol=1e-12
+    )
 
     net_all = Network(lstm, head, output="all")
     y_all = net_all.forward(x, lengths=lengths)
     assert y_all.shape == (3, 5, 2)
     valid = np.arange(5)[None, :] < lengths[:, None]
-    np.testing.assert_allclose(y_all[valid], (ref["out"] @ w.T + b)[valid],
-                               rtol=1e-12)
+    np.testing.assert_allclose(y_all[valid], (ref["out"] @ w.T + b)[valid], rtol=1e-12)
     assert np.all(y_all[~valid] == 0.0)
     # Padded entries of dy are ignored.
     dy_all = rng.standard_normal(y_all.shape)
@@ -108,8 +123,10 @@ def test_network_truncate_and_plans():
     net = Network(GRU(2, 3, rng=rng), Dense(3, 1, "sigmoid", rng=rng), output="all")
     x = rng.standard_normal((1, 6, 2))
     y = net.forward(x)
-    plans = {"rnn": exact_plan(net.rnn.combined_matrix()),
-             "head": exact_plan(net.head.combined_matrix())}
+    plans = {
+        "rnn": exact_plan(net.rnn.combined_matrix()),
+        "head": exact_plan(net.head.combined_matrix()),
+    }
     np.testing.assert_array_equal(net.forward(x, plans=plans), y)
     np.testing.assert_array_equal(net.forward(x, plans={"head": plans["head"]}), y)
     net.backward(np.ones_like(y))
@@ -125,9 +142,16 @@ def test_network_params_are_views():
     net = Network(LSTM(2, 3, "peephole", rng=rng), Dense(3, 4, "softmax", rng=rng))
     params = net.params()
     assert list(params) == [
-        "rnn.weight_ih", "rnn.weight_hh", "rnn.bias_ih", "rnn.bias_hh",
-        "rnn.weight_ci", "rnn.weight_cf", "rnn.weight_co", "head.weight",
-        "head.bias"]
+        "rnn.weight_ih",
+        "rnn.weight_hh",
+        "rnn.bias_ih",
+        "rnn.bias_hh",
+        "rnn.weight_ci",
+        "rnn.weight_cf",
+        "rnn.weight_co",
+        "head.weight",
+        "head.bias",
+    ]
     assert set(net.grads()) == set(params)
     params["rnn.weight_co"] += 1.0
     params["head.bias"][...] = 0.5
@@ -172,7 +196,7 @@ def test_network_noise_is_reproducible_from_seed():
 
     def noisy(m):
         p = exact_plan(m)
-        return p._replace(exact=False, noisy=True, q=np.full_like(p.g, 1e-3))
+        return p._replace(linear=False, noisy=True, q=np.full_like(p.g, 1e-3))
 
     plans = {k: noisy(m) for k, m in net.combined_matrices().items()}
     a = net.forward(x, plans=plans, seed=5)

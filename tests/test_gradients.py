@@ -100,13 +100,16 @@ def test_dense_gradients(activation, shape):
 @pytest.mark.kernel
 @pytest.mark.parametrize(
     ("rnn", "output", "activation"),
-    [("lstm", "last", "softmax"), ("lstm", "all", "sigmoid"),
-     ("gru", "last", "identity"), ("gru", "all", "softmax")],
+    [
+        ("lstm", "last", "softmax"),
+        ("lstm", "all", "sigmoid"),
+        ("gru", "last", "identity"),
+        ("gru", "all", "softmax"),
+    ],
 )
 def test_network_gradients(rnn, output, activation):
     rng = np.random.default_rng(5)
-    cell = (LSTM(2, 3, "peephole", rng=rng) if rnn == "lstm"
-            else GRU(2, 3, rng=rng))
+    cell = LSTM(2, 3, "peephole", rng=rng) if rnn == "lstm" else GRU(2, 3, rng=rng)
     net = Network(cell, Dense(3, 2, activation, rng=rng), output=output)
     x = rng.standard_normal((3, 4, 2))
     lengths = [4, 1, 3]

@@ -70,8 +70,8 @@ def test_combined_matrix_and_plans():
     m = layer.combined_matrix()
     assert m.shape == (4 * H, N_IN + H + 1)
     # Structural zeros: n_x has no recurrent part, n_h no input part.
-    assert np.all(m[2 * H:3 * H, N_IN:N_IN + H] == 0.0)
-    assert np.all(m[3 * H:, :N_IN] == 0.0)
+    assert np.all(m[2 * H : 3 * H, N_IN : N_IN + H] == 0.0)
+    assert np.all(m[3 * H :, :N_IN] == 0.0)
     x = np.random.default_rng(2).standard_normal((2, 4, N_IN))
     ref, _ = layer.forward(x)
     out, _ = layer.forward(x, plan=exact_plan(m))
@@ -83,11 +83,11 @@ def test_combined_matrix_and_plans():
     layer.backward(np.ones_like(ref))
     dm = layer.combined_grad()
     g = layer.grads
-    np.testing.assert_array_equal(dm[3 * H:, N_IN:N_IN + H], g["weight_hh"][2 * H:])
-    np.testing.assert_array_equal(dm[2 * H:3 * H, -1], g["bias_ih"][2 * H:])
-    np.testing.assert_array_equal(dm[3 * H:, -1], g["bias_hh"][2 * H:])
-    assert np.all(dm[2 * H:3 * H, N_IN:N_IN + H] == 0.0)
-    assert np.all(dm[3 * H:, :N_IN] == 0.0)
+    np.testing.assert_array_equal(dm[3 * H :, N_IN : N_IN + H], g["weight_hh"][2 * H :])
+    np.testing.assert_array_equal(dm[2 * H : 3 * H, -1], g["bias_ih"][2 * H :])
+    np.testing.assert_array_equal(dm[3 * H :, -1], g["bias_hh"][2 * H :])
+    assert np.all(dm[2 * H : 3 * H, N_IN : N_IN + H] == 0.0)
+    assert np.all(dm[3 * H :, :N_IN] == 0.0)
 
 
 @pytest.mark.kernel
@@ -95,7 +95,7 @@ def test_noisy_plan_is_seeded():
     layer = _layer()
     x = np.random.default_rng(0).standard_normal((2, 5, N_IN))
     plan = exact_plan(layer.combined_matrix())
-    noisy = plan._replace(exact=False, noisy=True, q=np.full_like(plan.g, 1e-3))
+    noisy = plan._replace(linear=False, noisy=True, q=np.full_like(plan.g, 1e-3))
     a, _ = layer.forward(x, plan=noisy, seed=3)
     b, _ = layer.forward(x, plan=noisy, seed=3)
     c, _ = layer.forward(x, plan=noisy, seed=4)

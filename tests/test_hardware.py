@@ -95,3 +95,37 @@ def test_programming_noise_changes_outputs_reproducibly():
     b, _ = once()
     assert np.array_equal(a, b)
     assert 1e-4 < np.abs(a - soft).max() < 0.5
+
+
+@pytest.mark.parametrize("placement,bias_rows", [("paper", 1), ("tiled", 3)])
+def test_update_reaches_each_device_as_the_pair_rule_says(placement, bias_rows):
+    # Slow reference: share the bias change among the bias rows, then give
+    # each pair +-dw g_unit / 2 in the conductance units of its input row.
+    n_x = 40 if placement == "tiled" else 20
+    net = _net(n_x=n_x, hidden=6, out=3)
+    hw = _hw(net, rows=64, cols=32, placement=placement, bias_rows=bias_rows)
+    assert len(hw.chip.arrays) == (1 if placement == "paper" else 3)
+    hw.program()
+    rng = np.random.default_rng(5)
+    combined = net.combined_matrices()
+    delta = {k: rng.normal(0, 0.05, m.shape) for k, m in combined.items()}
+    expected = [np.zeros(a.shape) for a in hw.chip.arrays]
+    for k in ("rnn", "head"):
+        m, d = hw.matrices[k], delta[k]
+        shared = np.repeat(d[:, -1:] / bias_rows, bias_rows, axis=1)
+        d = np.concatenate([d[:, :-1], shared], axis=1)
+        half = 0.5 * d * (m.v_read / m.in_scale)[None, :] * m.g_unit
+        for t in m.tiles:
+            sub = (slice(t.out_start, t.out_stop), slice(t.in_start, t.in_stop))
+            block = m.mapping.assemble(half[sub], -half[sub])
+            rows, cols = block.shape
+            expected[t.array][t.row : t.row + rows, t.col : t.col + cols] += block
+    flat = np.concatenate([delta[k].ravel() for k in ("rnn", "head")])
+    seen = set()
+    for k, idx, src, coef in hw._update_plan():
+        assert np.all(np.diff(idx) > 0)  # ascending: the order of a masked write
+        change = np.zeros(hw.chip.arrays[k].shape)
+        change.ravel()[idx] = coef * flat[src]
+        np.testing.assert_allclose(change, expected[k], rtol=1e-12, atol=1e-24)
+        seen.add(k)
+    assert seen == {k for k, e in enumerate(expected) if np.any(e != 0)}

@@ -42,8 +42,18 @@ def _run(layer, case, seed=1):
     lens = np.full(B, T) if lengths is None else np.array(lengths)
     out, (h_n, c_n) = layer.forward(x, h0=h0, c0=c0, lengths=lengths)
     dx = layer.backward(d_out, d_state=(d_hn, d_cn), truncate=case["truncate"])
-    ref = lstm_reference(layer.params, layer.variant, x, h0, c0, lens, d_out,
-                         d_hn, d_cn, case["truncate"])
+    ref = lstm_reference(
+        layer.params,
+        layer.variant,
+        x,
+        h0,
+        c0,
+        lens,
+        d_out,
+        d_hn,
+        d_cn,
+        case["truncate"],
+    )
     return (out, h_n, c_n, dx), ref
 
 
@@ -90,8 +100,8 @@ def test_padding_is_inert(variant):
 
     total = {k: np.zeros_like(v) for k, v in grads_pad.items()}
     for b, n in enumerate(lengths):
-        o, (h1, _) = layer.forward(x[b:b + 1, :n])
-        layer.backward(d_out[b:b + 1, :n])
+        o, (h1, _) = layer.forward(x[b : b + 1, :n])
+        layer.backward(d_out[b : b + 1, :n])
         np.testing.assert_allclose(o[0], out[b, :n], rtol=1e-13, atol=1e-15)
         for k in total:
             total[k] += layer.grads[k]
@@ -164,8 +174,12 @@ def test_combined_matrix_and_plans(variant):
     layer.backward(np.ones_like(out3))
     dm = layer.combined_grad()
     assert dm.shape == m.shape
-    np.testing.assert_array_equal(dm[:, -1], layer.grads["bias_hh"][
-        np.r_[0:H, 2 * H:4 * H] if variant == "cifg" else slice(None)])
+    np.testing.assert_array_equal(
+        dm[:, -1],
+        layer.grads["bias_hh"][
+            np.r_[0:H, 2 * H : 4 * H] if variant == "cifg" else slice(None)
+        ],
+    )
     with pytest.raises(ParameterError, match="'plan'"):
         layer.forward(x, plan=exact_plan(m[:, :-1]))
 
@@ -191,7 +205,7 @@ def test_noisy_plan_is_seeded():
     x = np.random.default_rng(0).standard_normal((2, 5, N_IN))
     exact = exact_plan(layer.combined_matrix())
     # The general (non-exact) path of the same plan without noise is exact.
-    general = exact._replace(exact=False)
+    general = exact._replace(linear=False)
     ref, _ = layer.forward(x, plan=exact)
     out, _ = layer.forward(x, plan=general)
     np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-15)
@@ -264,16 +278,21 @@ def test_input_checks():
 
 @pytest.mark.kernel
 def test_expm1_and_activations_match_numpy():
-    x = np.concatenate([
-        np.linspace(-30.0, 30.0, 601), [0.0, -0.0, 1e-300, -1e-12, 5e-9],
-        [-708.0, 709.0, -1e4, 1e4], np.random.default_rng(0).normal(0, 3, 200),
-    ])
+    x = np.concatenate(
+        [
+            np.linspace(-30.0, 30.0, 601),
+            [0.0, -0.0, 1e-300, -1e-12, 5e-9],
+            [-708.0, 709.0, -1e4, 1e4],
+            np.random.default_rng(0).normal(0, 3, 200),
+        ]
+    )
     out = np.empty_like(x)
     kernels.expm1_into(x, out, np.empty_like(x))
     clipped = np.clip(x, -708.0, 709.0)
     np.testing.assert_allclose(out, np.expm1(clipped), rtol=4e-16, atol=0)
-    np.testing.assert_allclose(kernels.sigmoid(x), 1 / (1 + np.exp(-clipped)),
-                               rtol=1e-15, atol=1e-300)
+    np.testing.assert_allclose(
+        kernels.sigmoid(x), 1 / (1 + np.exp(-clipped)), rtol=1e-15, atol=1e-300
+    )
     np.testing.assert_allclose(kernels.tanh(x), np.tanh(x), rtol=1e-15, atol=0)
     assert np.all(np.isfinite(kernels.sigmoid(x)))
 
@@ -288,8 +307,7 @@ def test_backward_without_output_gradient():
     layer.forward(x, lengths=[5, 3])
     a = layer.backward(None, d_state=(d_h, None), truncate=2)
     g = {k: v.copy() for k, v in layer.grads.items()}
-    b = layer.backward(np.zeros((2, 5, H)), d_state=(d_h, np.zeros((2, H))),
-                       truncate=2)
+    b = layer.backward(np.zeros((2, 5, H)), d_state=(d_h, np.zeros((2, H))), truncate=2)
     np.testing.assert_array_equal(a, b)
     for k in g:
         np.testing.assert_array_equal(g[k], layer.grads[k])

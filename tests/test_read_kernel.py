@@ -122,3 +122,18 @@ def test_matvec_checks_input_shape():
         matvec(plan, np.ones((4, 2)))
     with pytest.raises(ParameterError, match="'u'"):
         matvec(plan, np.full((1, 3), np.nan))
+
+
+@pytest.mark.kernel
+def test_linear_plan_noise_has_its_variance():
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(3, 5))
+    q = rng.uniform(0.01, 0.04, size=(5, 3))
+    plan = exact_plan(w)._replace(q=q[None], noisy=True)
+    u = np.tile(rng.uniform(-1, 1, size=(1, 5)), (20000, 1))
+    got = matvec(plan, u, seed=3)
+    var = (u[0] ** 2) @ q
+    n = got.shape[0]
+    assert np.all(np.abs(got.mean(axis=0) - u[0] @ w.T) < 5 * np.sqrt(var / n))
+    # Sample variance of n Gaussians: relative standard error sqrt(2 / n).
+    np.testing.assert_allclose(got.var(axis=0), var, rtol=5 * np.sqrt(2 / n))

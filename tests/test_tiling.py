@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from crossbar.array import ArrayParams
-from crossbar.converters import ADC
+from crossbar.converters import ADC, DAC, quantize_array
 from crossbar.device import DeviceParams
 from crossbar.differential import DifferentialMapping
 from crossbar.programming import GateVoltageScheme, IncrementalPulses
+from crossbar.read_kernel import matvec
 from crossbar.tiling import Chip
 from crossbar.validation import ParameterError
 
@@ -142,3 +143,65 @@ def test_same_seed_same_conductances():
     b, yb = build(5)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert np.array_equal(ya, yb)
+
+
+def _tile_variance(plan, u):
+    """Per-output read-noise variance of a tile-by-tile plan, from its arrays."""
+    var = np.zeros((u.shape[0], plan.n_out))
+    n_t, n_k, n_c = plan.g.shape
+    for t in range(n_t):
+        volts = np.zeros((u.shape[0], n_k))
+        for k in range(n_k):
+            if plan.in_idx[t, k] >= 0:
+                volts[:, k] = u[:, plan.in_idx[t, k]] * plan.in_scale[t, k]
+        volts = quantize_array(volts, plan.dac_steps, plan.dac_full_scale)
+        ch_var = (volts**2) @ plan.q[t]
+        for c in range(n_c):
+            if plan.ch_out[t, c] >= 0:
+                var[:, plan.ch_out[t, c]] += plan.out_scale**2 * ch_var[:, c]
+    return var
+
+
+@pytest.mark.parametrize("layout", ["row_pairs", "column_pairs"])
+@pytest.mark.parametrize("r_wire,dac_bits", [(0.0, None), (2.0, None), (0.0, 5)])
+def test_linear_plan_folds_tiles_exactly(layout, r_wire, dac_bits):
+    # With an ideal ADC the plan is one matrix; it must give the product and
+    # the noise variance of the tile-by-tile plan of the same devices, DAC
+    # quantization and clipping included.
+    dev = DeviceParams(g_min=1e-6, g_max=101e-6, prog_noise=1e-6, read_noise=0.03)
+    dac = DAC(bits=dac_bits, v_max=0.2)
+    chip = _chip(rows=8, cols=6, device=dev, r_row=r_wire, r_col=r_wire, dac=dac)
+    rng = np.random.default_rng(7)
+    mapping = DifferentialMapping(layout=layout, g_unit=100e-6)
+    scale = rng.uniform(0.1, 0.3, size=13)
+    m = chip.map_matrix((11, 13), mapping, in_scale=scale)
+    m.program(rng.uniform(-0.3, 0.3, size=(11, 13)))
+    assert len(m.tiles) > 1
+    u = rng.uniform(-1.5, 1.5, size=(5, 13))  # some rows beyond the DAC range
+    for noisy in (False, True):
+        linear, tiled = m.plan(noisy=noisy), m._tile_plan(noisy=noisy)
+        assert linear.linear and not tiled.linear
+        assert linear.noisy == tiled.noisy == noisy
+        np.testing.assert_allclose(
+            matvec(linear._replace(noisy=False), u),
+            matvec(tiled._replace(noisy=False), u),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+    v = np.clip(u * scale, -0.2, 0.2)
+    if dac_bits:
+        v = np.rint(v / 0.2 * 15) / 15 * 0.2
+    var = (v / scale) ** 2 @ m.plan(noisy=True).q[0]
+    np.testing.assert_allclose(var, _tile_variance(tiled, u), rtol=1e-12)
+
+
+def test_plans_are_kept_until_a_device_changes():
+    chip = _chip(rows=16, cols=8)
+    m = chip.map_matrix((3, 4))
+    m.program(np.zeros((3, 4)))
+    first = m.plan()
+    assert m.plan() is first
+    m.program(np.full((3, 4), 0.5))
+    second = m.plan()
+    assert second is not first
+    np.testing.assert_allclose(matvec(second, np.ones((1, 4))), 2.0, atol=1e-12)

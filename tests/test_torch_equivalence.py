@@ -26,8 +26,7 @@ def _load(module, params):
 def _grads_close(module, layer):
     for name in layer.params:
         torch_grad = getattr(module, f"{name}_l0").grad.numpy()
-        np.testing.assert_allclose(layer.grads[name], torch_grad, err_msg=name,
-                                   **TOL)
+        np.testing.assert_allclose(layer.grads[name], torch_grad, err_msg=name, **TOL)
 
 
 @pytest.mark.parametrize("lengths", [None, [6, 3, 1, 5]])
@@ -52,13 +51,17 @@ def test_lstm_equals_torch(lengths):
         out_t, (hn_t, cn_t) = module(xt, (h0t, c0t))
     else:
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+            xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+        )
         out_p, (hn_t, cn_t) = module(packed, (h0t, c0t))
         out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out_p, batch_first=True, total_length=steps)
-    loss = ((out_t * _tensor(d_out, False)).sum()
-            + (hn_t[0] * _tensor(d_h, False)).sum()
-            + (cn_t[0] * _tensor(d_c, False)).sum())
+            out_p, batch_first=True, total_length=steps
+        )
+    loss = (
+        (out_t * _tensor(d_out, False)).sum()
+        + (hn_t[0] * _tensor(d_h, False)).sum()
+        + (cn_t[0] * _tensor(d_c, False)).sum()
+    )
     loss.backward()
 
     np.testing.assert_allclose(out, out_t.detach().numpy(), **TOL)
@@ -90,12 +93,13 @@ def test_gru_equals_torch(lengths):
         out_t, hn_t = module(xt, h0t)
     else:
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+            xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+        )
         out_p, hn_t = module(packed, h0t)
         out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out_p, batch_first=True, total_length=steps)
-    loss = ((out_t * _tensor(d_out, False)).sum()
-            + (hn_t[0] * _tensor(d_h, False)).sum())
+            out_p, batch_first=True, total_length=steps
+        )
+    loss = (out_t * _tensor(d_out, False)).sum() + (hn_t[0] * _tensor(d_h, False)).sum()
     loss.backward()
 
     np.testing.assert_allclose(out, out_t.detach().numpy(), **TOL)
@@ -119,13 +123,15 @@ def test_dense_equals_linear(activation):
     dx = layer.backward(dy)
     xt = _tensor(x)
     z = linear(xt)
-    y_t = {"identity": z, "sigmoid": torch.sigmoid(z),
-           "softmax": torch.softmax(z, dim=-1)}[activation]
+    y_t = {
+        "identity": z,
+        "sigmoid": torch.sigmoid(z),
+        "softmax": torch.softmax(z, dim=-1),
+    }[activation]
     (y_t * _tensor(dy, False)).sum().backward()
     np.testing.assert_allclose(y, y_t.detach().numpy(), **TOL)
     np.testing.assert_allclose(dx, xt.grad.numpy(), **TOL)
-    np.testing.assert_allclose(layer.grads["weight"], linear.weight.grad.numpy(),
-                               **TOL)
+    np.testing.assert_allclose(layer.grads["weight"], linear.weight.grad.numpy(), **TOL)
     np.testing.assert_allclose(layer.grads["bias"], linear.bias.grad.numpy(), **TOL)
 
 
@@ -148,15 +154,18 @@ def test_network_equals_torch():
     net.backward(dy)
 
     packed = torch.nn.utils.rnn.pack_padded_sequence(
-        _tensor(x, False), torch.tensor(lengths), batch_first=True,
-        enforce_sorted=False)
+        _tensor(x, False), torch.tensor(lengths), batch_first=True, enforce_sorted=False
+    )
     _, (h_n, _) = module(packed)
     logits = linear(h_n[0])
     torch.nn.functional.cross_entropy(
-        logits, torch.from_numpy(labels), reduction="sum").backward()
+        logits, torch.from_numpy(labels), reduction="sum"
+    ).backward()
     np.testing.assert_allclose(y, torch.softmax(logits, -1).detach().numpy(), **TOL)
     _grads_close(module, net.rnn)
-    np.testing.assert_allclose(net.grads()["head.weight"],
-                               linear.weight.grad.numpy(), **TOL)
-    np.testing.assert_allclose(net.grads()["head.bias"], linear.bias.grad.numpy(),
-                               **TOL)
+    np.testing.assert_allclose(
+        net.grads()["head.weight"], linear.weight.grad.numpy(), **TOL
+    )
+    np.testing.assert_allclose(
+        net.grads()["head.bias"], linear.bias.grad.numpy(), **TOL
+    )
