@@ -209,30 +209,16 @@ def _noisy_adc_stage(
     in row-major order, before it is quantized.
     """
     rows, cols = current.shape
-    fs = abs(full_scale)
-    z = np.empty((rows, cols))
+    noisy = np.empty((rows, cols))
     state = np.empty(4, dtype=np.uint64)
     seed_state(state, seed)
-    fill_normal(state, z)
-    out = np.empty((rows, cols))
-    usable, c, lo, hi, t_max = _fast_setup(n_steps, full_scale)
-    if usable:
-        undecided = 0
-        for b in range(rows):
-            for k in range(cols):
-                # The standard deviation is rounded to float32 (see the plan).
-                std = np.float64(np.sqrt(var[b, k])) * std_scale
-                m, und = _fast_level(current[b, k] + std * z[b, k], c, lo, hi, t_max)
-                undecided += und
-                out[b, k] = m / n_steps * fs
-        if undecided == 0:
-            return out
+    fill_normal(state, noisy)
     for b in range(rows):
         for k in range(cols):
+            # The standard deviation is rounded to float32 (see the plan).
             std = np.float64(np.sqrt(var[b, k])) * std_scale
-            x = current[b, k] + std * z[b, k]
-            out[b, k] = quantize_symmetric(x, n_steps, full_scale)
-    return out
+            noisy[b, k] = current[b, k] + std * noisy[b, k]
+    return _adc_stage(noisy, n_steps, full_scale)
 
 
 class CrossbarArray:
