@@ -22,6 +22,17 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def interleaved_best_times(cases: dict, repeats: dict, rounds: int) -> dict:
+    """Best time of every case [s], measured in ``rounds`` rounds that
+    alternate between the cases (``repeats[name]`` calls each), so that a
+    slow spell of a shared machine does not fall on one case only."""
+    best = dict.fromkeys(cases, np.inf)
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            best[name] = min(best[name], best_time(fn, repeats[name]))
+    return best
+
+
 def write_result(name: str, data: dict) -> Path:
     """Write ``data`` to ``benchmarks/results/<name>.json``."""
     RESULTS.mkdir(exist_ok=True)

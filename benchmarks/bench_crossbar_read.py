@@ -11,7 +11,7 @@ Also the read without read noise, and with IR drop once ``G_eff`` is known.
 from __future__ import annotations
 
 import numpy as np
-from _common import best_time, write_result
+from _common import interleaved_best_times, write_result
 from threadpoolctl import threadpool_limits
 
 from crossbar.array import ArrayParams, CrossbarArray
@@ -51,15 +51,10 @@ def main(rounds: int = 5, repeats: int = 200) -> dict:
         "... and 2 % read noise": _array(0.02),
         "... and IR drop at 1 ohm (G_eff known)": _array(0.02, 1.0),
     }
-    best = dict.fromkeys(["matmul", *cases], np.inf)
+    timed = {"matmul": lambda: v @ g}
+    timed.update({label: (lambda arr=arr: arr.read(v)) for label, arr in cases.items()})
     with threadpool_limits(limits=1):
-        # Rounds alternate between the cases so that a slow spell of a shared
-        # machine does not fall on one of them only; the best time counts.
-        for _ in range(rounds):
-            best["matmul"] = min(best["matmul"], best_time(lambda: v @ g, repeats))
-            for label, arr in cases.items():
-                t = best_time(lambda arr=arr: arr.read(v), repeats)
-                best[label] = min(best[label], t)
+        best = interleaved_best_times(timed, dict.fromkeys(timed, repeats), rounds)
     matmul = best["matmul"]
     rows = {
         label: {"seconds": best[label], "ratio": best[label] / matmul}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-from _common import best_time, write_result
+from _common import interleaved_best_times, write_result
 from threadpoolctl import threadpool_limits
 
 from crossbar.array import ArrayParams
@@ -99,12 +99,7 @@ def main(rounds: int = 5) -> dict:
                 steps[label] = partial(
                     _insitu_step, net, x, y, loss, opt, hw, scheme, 1
                 )
-            # Rounds alternate between the cases so that a slow spell of a
-            # shared machine does not fall on one of them only.
-            best = dict.fromkeys(steps, np.inf)
-            for _ in range(rounds):
-                for label, step in steps.items():
-                    best[label] = min(best[label], best_time(step, repeats[label]))
+            best = interleaved_best_times(steps, repeats, rounds)
             row = {"ideal_ms": 1e3 * best["ideal"]}
             for label in ("insitu", "insitu_ir"):
                 row[f"{label}_ms"] = 1e3 * best[label]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -183,6 +184,23 @@ def reachable_values(
     # The top level is g_hi exactly, whatever the rounding of g_lo + top*step.
     out = np.where(k == top, g_hi, g_lo + k * step)
     return np.clip(out, g_lo, g_hi)
+
+
+class KernelWriteArgs(NamedTuple):
+    """The state of a device array as a programming kernel takes it, in the
+    order of the kernel's trailing arguments. Flat arrays."""
+
+    g: np.ndarray  # copy of the stored conductances [S], written by the kernel
+    t_program: np.ndarray  # copy of the programming times [s], written too
+    g_now: np.ndarray  # present conductances [S], drift applied (may be g)
+    g_lo: np.ndarray  # each device's window [S]
+    g_hi: np.ndarray
+    stuck: np.ndarray  # bool
+    noise_mode: int  # index into PROG_NOISE_MODES
+    prog_noise: float
+    span: float  # nominal window g_max - g_min [S]
+    n_levels: int  # 0 = no levels
+    now: float  # the array's clock [s]
 
 
 @njit
@@ -477,24 +495,11 @@ class DeviceArray:
     def _write(self, target: np.ndarray, mask: np.ndarray) -> int:
         """:meth:`write` for inputs already checked (float array, bool mask)."""
         idx = np.flatnonzero(mask & ~self._stuck)
-        return self._write_at(idx, target.ravel()[idx])
-
-    def working(self, idx: np.ndarray) -> np.ndarray:
-        """The flat indices among ``idx`` whose devices are not stuck."""
-        return idx[~self._stuck.ravel()[idx]]
-
-    def _write_at(self, idx: np.ndarray, target: np.ndarray) -> int:
-        """One pulse to each device of the flat indices ``idx`` (none stuck),
-        towards ``target`` (one value per index); inputs already checked.
-
-        Draws the same noise in the same order as a masked write of the same
-        devices, so both paths give the same conductances.
-        """
         n = int(idx.size)
         if n == 0:
             return 0
         lo, hi = self._g_lo.ravel()[idx], self._g_hi.ravel()[idx]
-        t = target
+        t = target.ravel()[idx]
         if self.params.prog_noise > 0.0:
             t = t + self._sigma(t, lo, hi) * self.normals(n)
         self._store(reachable_values(t, lo, hi, self.params.n_levels), idx)
@@ -513,14 +518,11 @@ class DeviceArray:
             fill_normal(new_state(seed_from(self.rng)), z)
         return z
 
-    def _kernel_args(self) -> tuple:
-        """What a programming kernel needs to write like :meth:`_write_at`:
-        copies of the stored conductances and programming times (flat, to be
-        modified), the present conductances (flat, drift applied), the flat
-        windows and stuck mask, and the noise and level settings."""
+    def _kernel_args(self) -> KernelWriteArgs:
+        """What a programming kernel needs to write like :meth:`write`."""
         p = self.params
         g = self._g.ravel().copy()
-        return (
+        return KernelWriteArgs(
             g,
             self._t_program.ravel().copy(),
             # Without drift the stored values are the present ones; the kernel

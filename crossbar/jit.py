@@ -10,10 +10,10 @@ machine code beside the sources so that a second process starts fast.
 
 numba checks a cached function against its own source file only: when a
 jitted function it calls, defined in another file, changes, the cached
-machine code keeps the old callee. So the first import of this module
-fingerprints the jitted sources of both packages and, when they differ from
-the fingerprint the caches were built with, drops the caches of both
-packages.
+machine code keeps the old callee. So each package, when first imported,
+fingerprints its jitted sources and those of the packages it calls into and,
+when they differ from the fingerprint its caches were built with, drops its
+caches (:func:`drop_stale_caches`).
 Setting the environment variable ``NUMBA_DISABLE_JIT=1`` runs every kernel as
 plain Python, which the test suite uses to check the kernels' logic.
 """
@@ -30,12 +30,8 @@ import numba
 
 logger = logging.getLogger(__name__)
 
-#: Packages whose jitted functions call each other.
-PACKAGE_DIRS = tuple(
-    d
-    for d in (Path(__file__).parent, Path(__file__).parent.parent / "lstm_hw")
-    if d.is_dir()
-)
+#: This package's folder (other packages list it among their dependencies).
+PACKAGE_DIR = Path(__file__).parent
 STAMP_NAME = "numba-sources.sha256"
 
 JIT_OPTIONS: dict[str, bool] = {
@@ -68,39 +64,37 @@ def source_fingerprint(dirs) -> str:
     return digest.hexdigest()
 
 
-def drop_stale_caches(dirs=PACKAGE_DIRS) -> bool:
-    """Delete the numba caches of ``dirs`` if their sources changed since the
+def drop_stale_caches(package_dir, depends_on=()) -> bool:
+    """Delete the numba caches of ``package_dir`` if the jitted sources of it
+    or of the packages it calls into (``depends_on``) changed since the
     caches were built; return whether caches were dropped.
 
-    The fingerprint is kept in each package's ``__pycache__``. A package that
+    The fingerprint is kept in the package's ``__pycache__``. A package that
     cannot be written (an installed copy) is left alone: numba then keeps its
     caches elsewhere, and that copy's sources do not change.
     """
-    fingerprint = source_fingerprint(dirs)
-    dropped = False
-    for d in dirs:
-        cache = Path(d) / "__pycache__"
-        stamp = cache / STAMP_NAME
-        try:
-            if stamp.read_text() == fingerprint:
-                continue
-        except OSError:
-            pass
-        try:
-            cache.mkdir(exist_ok=True)
-            for path in cache.iterdir():
-                if path.suffix in (".nbi", ".nbc"):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-            tmp = stamp.with_name(f"{STAMP_NAME}.{os.getpid()}.tmp")
-            tmp.write_text(fingerprint)
-            os.replace(tmp, stamp)
-            dropped = True
-        except OSError as exc:
-            logger.debug("numba caches of %s left alone: %s", d, exc)
-    if dropped:
-        logger.info("sources changed: numba caches dropped, kernels recompile")
-    return dropped
+    fingerprint = source_fingerprint([package_dir, *depends_on])
+    cache = Path(package_dir) / "__pycache__"
+    stamp = cache / STAMP_NAME
+    try:
+        if stamp.read_text() == fingerprint:
+            return False
+    except OSError:
+        pass
+    try:
+        cache.mkdir(exist_ok=True)
+        for path in cache.iterdir():
+            if path.suffix in (".nbi", ".nbc"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        tmp = stamp.with_name(f"{STAMP_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(fingerprint)
+        os.replace(tmp, stamp)
+    except OSError as exc:
+        logger.debug("numba caches of %s left alone: %s", package_dir, exc)
+        return False
+    logger.info("jitted sources changed: caches of %s dropped", package_dir)
+    return True
 
 
-drop_stale_caches()
+drop_stale_caches(PACKAGE_DIR)

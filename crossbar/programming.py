@@ -307,7 +307,7 @@ class GateVoltageScheme:
         if idx.size == 0:
             return 0
         args = devices._kernel_args()
-        n_reset, n_live = _gate_counts(idx, delta_g, args[5])
+        n_reset, n_live = _gate_counts(idx, delta_g, args.stuck)
         # The noise of the RESETs, then of the SETs, as two masked writes draw it.
         if devices.params.prog_noise > 0.0:
             z = np.concatenate([devices.normals(n_reset), devices.normals(n_live)])
@@ -326,7 +326,7 @@ class GateVoltageScheme:
             *args,
         )
         if pulses:
-            devices._commit(args[0], args[1])
+            devices._commit(args.g, args.t_program)
         return pulses
 
 

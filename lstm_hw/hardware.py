@@ -141,10 +141,17 @@ class HardwareNetwork:
 
     # -- layout helpers ----------------------------------------------------------
 
+    def _bias_share(self, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each column of an expanded matrix, the combined-matrix column
+        it comes from and the number of bias rows sharing that column."""
+        j = np.arange(n_in - 1 + self.bias_rows)
+        col = np.minimum(j, n_in - 1)
+        return col, np.where(j >= n_in - 1, float(self.bias_rows), 1.0)
+
     def _expand(self, m: np.ndarray) -> np.ndarray:
         """Share the bias column of a combined matrix among the bias rows."""
-        bias = np.repeat(m[:, -1:] / self.bias_rows, self.bias_rows, axis=1)
-        return np.concatenate([m[:, :-1], bias], axis=1)
+        col, shared_by = self._bias_share(m.shape[1])
+        return m[:, col] / shared_by
 
     def _collapse(self, m: np.ndarray) -> np.ndarray:
         n = self.bias_rows
@@ -186,13 +193,11 @@ class HardwareNetwork:
             for name in LAYERS:
                 n_out, n_in = self._shapes[name]
                 n_exp = self.matrices[name].shape[1]
-                j = np.arange(n_exp)
-                col = np.minimum(j, n_in - 1)
-                share = np.where(j >= n_in - 1, 1.0 / self.bias_rows, 1.0)
+                col, shared_by = self._bias_share(n_in)
                 for k, idx, src, coef in self.matrices[name].update_map():
                     o, e = np.divmod(src, n_exp)
                     parts.setdefault(k, []).append(
-                        (idx, offset + o * n_in + col[e], coef * share[e])
+                        (idx, offset + o * n_in + col[e], coef / shared_by[e])
                     )
                 offset += n_out * n_in
             self._update_cache = []

@@ -1,4 +1,4 @@
-"""numba caches are dropped when the jitted sources change."""
+"""numba caches are dropped when the jitted sources they depend on change."""
 
 from crossbar.jit import STAMP_NAME, drop_stale_caches, source_fingerprint
 
@@ -10,30 +10,28 @@ def _package(tmp_path, name, text):
     return pkg
 
 
-def test_caches_dropped_only_when_sources_change(tmp_path):
-    a = _package(tmp_path, "a", "@njit\ndef f(): return 1\n")
-    b = _package(tmp_path, "b", "@njit\ndef g(): return 2\n")
-    (b / "cli.py").write_text("print('no kernels here')\n")
-    cached = [a / "__pycache__" / "kernels.f-3.py311.nbi", b / "__pycache__" / "k.nbc"]
-    other = a / "__pycache__" / "kernels.cpython-311.pyc"
-    for path in [*cached, other]:
+def test_caches_dropped_only_when_jitted_sources_change(tmp_path):
+    low = _package(tmp_path, "low", "@njit\ndef g(): return 2\n")
+    high = _package(tmp_path, "high", "@njit\ndef f(): return g()\n")
+    (high / "cli.py").write_text("print('no kernels here')\n")
+    cached = high / "__pycache__" / "kernels.f-2.py311.nbi"
+    other = high / "__pycache__" / "kernels.cpython-311.pyc"
+    for path in (cached, other):
         path.write_text("")
 
-    assert drop_stale_caches([a, b])  # no fingerprint yet: caches of unknown age
-    assert not any(p.exists() for p in cached) and other.exists()
-    stamp = (a / "__pycache__" / STAMP_NAME).read_text()
-    assert stamp == source_fingerprint([a, b])
+    # No fingerprint yet: caches of unknown age go.
+    assert drop_stale_caches(high, depends_on=[low])
+    assert not cached.exists() and other.exists()
+    stamp = (high / "__pycache__" / STAMP_NAME).read_text()
+    assert stamp == source_fingerprint([high, low])
 
-    for path in cached:
-        path.write_text("")
-    assert not drop_stale_caches([a, b])  # same sources: caches kept
-    assert all(p.exists() for p in cached)
+    cached.write_text("")
+    assert not drop_stale_caches(high, depends_on=[low])  # same sources
+    (high / "cli.py").write_text("print('still no kernels')\n")
+    assert not drop_stale_caches(high, depends_on=[low])  # not jitted code
+    assert cached.exists()
 
-    (b / "cli.py").write_text("print('still no kernels')\n")
-    assert not drop_stale_caches([a, b])  # not jitted code: caches kept
-
-    # A change in one package drops the caches of both (callers inline callees).
-    (b / "kernels.py").write_text("@njit\ndef g(): return 3\n")
-    assert drop_stale_caches([a, b])
-    assert not any(p.exists() for p in cached)
-    assert source_fingerprint([a, b]) != stamp
+    # A changed callee in the package depended on drops the caller's caches.
+    (low / "kernels.py").write_text("@njit\ndef g(): return 3\n")
+    assert drop_stale_caches(high, depends_on=[low])
+    assert not cached.exists()
