@@ -8,13 +8,15 @@ in-situ to ideal ratio, and the programming pulses.
     python benchmarks/headline.py japanese_vowels --seeds 5
 
 Results go to ``benchmarks/results/headline_<config>.json`` (five seeds) or
-``headline_<config>_<n>_seeds.json``.
+``headline_<config>_<n>_seeds.json``; each ``--set key=value`` adds
+``_<last part of key>-<value>`` to the name.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 
 import numpy as np
 from _common import write_result
@@ -77,6 +79,8 @@ def main(argv=None) -> dict:
     if "persistence_rmse" in summary:
         print(f"persistence forecast: {summary['persistence_rmse']:.4g}")
     suffix = "" if args.seeds == 5 else f"_{args.seeds}_seeds"
+    for item in args.set:
+        suffix += "_" + re.sub(r"[^A-Za-z0-9.]+", "-", item.split(".")[-1])
     write_result(f"headline_{args.config}{suffix}", summary)
     return summary
 

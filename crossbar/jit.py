@@ -16,6 +16,11 @@ when they differ from the fingerprint its caches were built with, drops its
 caches (:func:`drop_stale_caches`).
 Setting the environment variable ``NUMBA_DISABLE_JIT=1`` runs every kernel as
 plain Python, which the test suite uses to check the kernels' logic.
+
+A kernel's ``np.dot`` runs on scipy's BLAS, which OpenBLAS sums differently
+with different thread counts. This module loads that library with the first
+kernel, so that a thread limit (``threadpoolctl``) set before the first
+product reaches it; a library loaded inside a limit would escape it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 from pathlib import Path
 
 import numba
+import scipy.linalg.cython_blas  # noqa: F401  (see the module docstring)
 
 logger = logging.getLogger(__name__)
 

@@ -161,11 +161,21 @@ class GateVoltageScheme:
 
     A RESET pulse (``v_reset`` on the device, ``v_gate_reset`` on the gate)
     brings a device to the bottom of its window. A SET pulse (``v_set``) with
-    gate voltage ``Vg`` leaves ``G = max(G_set(Vg), G)``, where
-    ``G_set(Vg) = slope * Vg + offset`` is the compliance the transistor
-    allows. Each pulse adds the programming noise of the device model (use
+    gate voltage ``Vg`` switches a device below ``G_set(Vg) = slope * Vg +
+    offset``, the compliance the transistor allows, to ``G_set(Vg)``. A
+    device already at or above the compliance does not switch: the
+    transistor limits the current before the device sees the SET voltage,
+    so it keeps its conductance. Each switching pulse adds the programming
+    noise of the device model (use
     :meth:`crossbar.device.DeviceParams.li2019`: 4 uS per pulse) and is
     legalized into the window and levels.
+
+    The memNN simulator instead adds the noise to every device a SET reaches
+    (``G = max(G_set(Vg), G) + noise``). A device whose gate voltage keeps
+    rising then random-walks upward until its next RESET: in the airline
+    demonstration of the paper, conductances ended up to 140 uS above their
+    compliance after 800 updates with 4 uS noise. ``unswitched_noise=True``
+    reproduces that model.
 
     Attributes
     ----------
@@ -186,6 +196,9 @@ class GateVoltageScheme:
     v_gate_initial : float
         Gate voltage of the first SET after initialization [V], inside
         ``[v_gate_min, v_gate_max]``.
+    unswitched_noise : bool
+        Add the programming noise to devices a SET pulse leaves unswitched
+        too, as memNN does.
     """
 
     slope: float = 98e-6
@@ -197,6 +210,7 @@ class GateVoltageScheme:
     v_gate_reset: float = 5.0
     v_read: float = 0.2
     v_gate_initial: float = 1.0
+    unswitched_noise: bool = False
 
     def __post_init__(self) -> None:
         check_number("slope", self.slope, low=0.0, low_open=True)
@@ -217,6 +231,8 @@ class GateVoltageScheme:
             low=self.v_gate_min,
             high=self.v_gate_max,
         )
+        if not isinstance(self.unswitched_noise, bool):
+            fail("unswitched_noise", "True or False", self.unswitched_noise)
 
     def g_set(self, v_gate) -> np.ndarray:
         """Conductance [S] a SET pulse at gate voltage ``v_gate`` [V] sets."""
@@ -250,17 +266,23 @@ class GateVoltageScheme:
         return devices._write(devices.g_lo, where)
 
     def _set(self, devices: DeviceArray, v_gate: np.ndarray, where: np.ndarray) -> int:
-        target = np.maximum(self.g_set(v_gate), devices.conductance())
-        return devices._write(target, where)
+        g_set, g_now = self.g_set(v_gate), devices.conductance()
+        if self.unswitched_noise:
+            return devices._write(np.maximum(g_set, g_now), where)
+        # Unswitched devices still receive the pulse, so it is counted.
+        unswitched = np.count_nonzero(where & (g_set <= g_now) & ~devices.stuck)
+        return devices._write(g_set, where & (g_set > g_now)) + int(unswitched)
 
-    def initialize(self, devices: DeviceArray, state: GateState) -> int:
-        """RESET every device, then SET at ``v_gate_initial``; returns pulses."""
+    def initialize(self, devices: DeviceArray, state: GateState, mask=None) -> int:
+        """RESET the selected devices (default: all), then SET them at
+        ``v_gate_initial``; returns the pulses spent. Both devices of a pair
+        then hold the same conductance up to programming noise."""
         _check_devices(devices)
         self._check_state(devices, state)
-        every = np.ones(devices.shape, dtype=bool)
-        state.v_gate[...] = self.v_gate_initial
-        pulses = self._reset(devices, every)
-        return pulses + self._set(devices, state.v_gate, every)
+        sel = devices.check_mask(mask)
+        state.v_gate[sel] = self.v_gate_initial
+        pulses = self._reset(devices, sel)
+        return pulses + self._set(devices, state.v_gate, sel)
 
     def program_target(
         self, devices: DeviceArray, state: GateState, target, mask=None
@@ -285,7 +307,8 @@ class GateVoltageScheme:
 
         ``Vg_new = clip(Vg + delta_g / slope)``; devices whose gate voltage
         goes down are RESET first; every selected device then gets a SET at
-        ``Vg_new``. Returns the pulses spent.
+        ``Vg_new``, which switches the devices below its compliance. Returns
+        the pulses spent.
         """
         _check_devices(devices)
         self._check_state(devices, state)
@@ -306,109 +329,116 @@ class GateVoltageScheme:
         delta_g = np.ascontiguousarray(delta_g, dtype=np.float64)
         if idx.size == 0:
             return 0
-        args = devices._kernel_args()
-        n_reset, n_live = _gate_counts(idx, delta_g, args.stuck)
-        # The noise of the RESETs, then of the SETs, as two masked writes draw it.
-        if devices.params.prog_noise > 0.0:
-            z = np.concatenate([devices.normals(n_reset), devices.normals(n_live)])
-        else:
-            z = np.zeros(0)
-        v_flat = state.v_gate.reshape(-1)
-        pulses = _gate_update(
-            v_flat,
-            idx,
-            delta_g,
-            z,
-            self.slope,
-            self.offset,
-            self.v_gate_min,
-            self.v_gate_max,
-            *args,
-        )
-        if pulses:
-            devices._commit(args.g, args.t_program)
+        w = devices._kernel_args()
+        n_reset = _gate_reset_count(idx, delta_g, w.stuck)
+        # The noise of the RESETs, then of the switching SETs, drawn as two
+        # masked writes draw it.
+        noisy = devices.params.prog_noise > 0.0
+        z = devices.normals(n_reset) if noisy else np.zeros(0)
+        v_gate = state.v_gate.reshape(-1)
+        v_new, pulses, switch, n_switch = _gate_reset(
+            v_gate, idx, delta_g, z, self.slope, self.offset,
+            self.v_gate_min, self.v_gate_max, self.unswitched_noise, *w,
+        )  # fmt: skip
+        z = devices.normals(n_switch) if noisy else np.zeros(0)
+        pulses += _gate_set(
+            v_gate, idx, v_new, switch, z, self.slope, self.offset, *w
+        )  # fmt: skip
+        if n_reset or n_switch:
+            devices._commit(w.g, w.t_program)
         return pulses
 
 
+# The kernels below take the device state as the trailing arguments
+# ``g, t_program, g_now, g_lo, g_hi, stuck, noise_mode, prog_noise, span,
+# n_levels, now`` (:class:`~crossbar.device.KernelWriteArgs`, unpacked: numba
+# unboxes a named tuple of arrays far more slowly than its arrays). Helpers
+# called per device take scalars only: an array argument costs reference
+# counting on every call, several times the work of the write itself.
+
+
 @njit
-def _gate_counts(idx, delta_g, stuck):
-    """Working devices selected for a RESET (gate voltage going down) and in
-    all, which fixes how many noise draws an update takes."""
-    n_reset = 0
-    n_live = 0
+def _gate_reset_count(idx, delta_g, stuck):
+    """Working devices whose gate voltage goes down: the RESETs of an update."""
+    n = 0
     for a in range(idx.size):
-        if not stuck[idx[a]]:
-            n_live += 1
-            if delta_g[a] < 0.0:
-                n_reset += 1
-    return n_reset, n_live
+        if delta_g[a] < 0.0 and not stuck[idx[a]]:
+            n += 1
+    return n
 
 
 @njit
-def _gate_update(
-    v_gate,
-    idx,
-    delta_g,
-    z,
-    slope,
-    offset,
-    v_min,
-    v_max,
-    g_new,
-    t_new,
-    g_now,
-    lo,
-    hi,
-    stuck,
-    mode,
-    noise,
-    span,
-    n_levels,
-    now,
-):
-    """The gate-voltage update of the devices ``idx``, written into ``g_new``
-    and ``t_new`` (flat copies of the device state); returns the pulses.
+def _written(target, z, lo, hi, mode, noise, span, levels):
+    """The conductance [S] a write of ``target`` leaves on a device with window
+    ``[lo, hi]``, given the standard normal draw ``z`` of its noise."""
+    if noise > 0.0:
+        target += noise_sigma(target, lo, hi, mode, noise, span) * z
+    return legal_value(target, lo, hi, levels)
 
-    RESET every working device whose gate voltage goes down (noise ``z`` in
-    index order), then SET every working device at its new gate voltage
-    (noise continuing in ``z``), as two masked writes would.
-    """
+
+@njit
+def _gate_reset(
+    v_gate, idx, delta_g, z, slope, offset, v_min, v_max, every,
+    g, t, g_now, lo, hi, stuck, mode, noise, span, levels, now,
+):  # fmt: skip
+    """The new gate voltages of the devices ``idx`` and the RESET of every
+    working device whose gate voltage goes down, written into the device
+    state with noise ``z`` in index order; then which working devices the
+    SET at the new voltages will switch (all of them with ``every``, the
+    memNN model). Returns ``(v_new, pulses, switch, number switching)``."""
     n = idx.size
     v_new = np.empty(n)
     draws = 0
     pulses = 0
     for a in range(n):
-        dv = delta_g[a] / slope
-        v_new[a] = min(max(v_gate[idx[a]] + dv, v_min), v_max)
         i = idx[a]
+        dv = delta_g[a] / slope
+        v_new[a] = min(max(v_gate[i] + dv, v_min), v_max)
         if dv < 0.0 and not stuck[i]:
-            target = lo[i]
+            zi = 0.0
             if noise > 0.0:
-                target = (
-                    target
-                    + noise_sigma(target, lo[i], hi[i], mode, noise, span) * z[draws]
-                )
+                zi = z[draws]
                 draws += 1
-            g_new[i] = legal_value(target, lo[i], hi[i], n_levels)
+            g[i] = _written(lo[i], zi, lo[i], hi[i], mode, noise, span, levels)
+            t[i] = now
             # A device programmed now has not drifted: the SET sees this value.
-            g_now[i] = g_new[i]
-            t_new[i] = now
+            g_now[i] = g[i]
             pulses += 1
+    switch = np.zeros(n, dtype=np.bool_)
+    n_switch = 0
     for a in range(n):
         i = idx[a]
+        if not stuck[i] and (every or slope * v_new[a] + offset > g_now[i]):
+            switch[a] = True
+            n_switch += 1
+    return v_new, pulses, switch, n_switch
+
+
+@njit
+def _gate_set(
+    v_gate, idx, v_new, switch, z, slope, offset,
+    g, t, g_now, lo, hi, stuck, mode, noise, span, levels, now,
+):  # fmt: skip
+    """The SET at gate voltages ``v_new``: devices marked in ``switch`` go to
+    ``max(G_set, G)`` plus noise ``z`` in index order; the other working
+    devices keep their state. Stores ``v_new`` in ``v_gate``; returns the
+    pulses (one per working device)."""
+    draws = 0
+    pulses = 0
+    for a in range(idx.size):
+        i = idx[a]
+        v_gate[i] = v_new[a]
         if stuck[i]:
             continue
-        target = max(slope * v_new[a] + offset, g_now[i])
-        if noise > 0.0:
-            target = (
-                target + noise_sigma(target, lo[i], hi[i], mode, noise, span) * z[draws]
-            )
-            draws += 1
-        g_new[i] = legal_value(target, lo[i], hi[i], n_levels)
-        t_new[i] = now
         pulses += 1
-    for a in range(n):
-        v_gate[idx[a]] = v_new[a]
+        if switch[a]:
+            target = max(slope * v_new[a] + offset, g_now[i])
+            zi = 0.0
+            if noise > 0.0:
+                zi = z[draws]
+                draws += 1
+            g[i] = _written(target, zi, lo[i], hi[i], mode, noise, span, levels)
+            t[i] = now
     return pulses
 
 

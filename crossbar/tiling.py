@@ -268,9 +268,7 @@ class TiledMatrix:
         w = check_array("w", w, shape=self.shape)
         scheme = scheme if scheme is not None else WriteToTarget()
         window = self.window(scheme)
-        w_dev = w * self._row_factor()[None, :]
-        if self.g_unit is None:
-            self.g_unit = self.mapping.resolve_g_unit(w_dev, window)
+        w_dev = self._fix_g_unit(w, window)
         g_pos, g_neg = self.mapping.targets(w_dev, window, self.g_unit)
 
         pulses = 0
@@ -292,6 +290,47 @@ class TiledMatrix:
             else:
                 result = scheme.program(arr.devices, target, mask=mask)
                 pulses += int(getattr(result, "pulses", result))
+        self.pulses += pulses
+        return pulses
+
+    def _fix_g_unit(self, w: np.ndarray, window) -> np.ndarray:
+        """``w`` in device units; fixes the conductance per unit weight from
+        ``w`` when the mapping leaves it to the first weights programmed."""
+        w_dev = w * self._row_factor()[None, :]
+        if self.g_unit is None:
+            self.g_unit = self.mapping.resolve_g_unit(w_dev, window)
+        return w_dev
+
+    def initialize(self, scheme=None, w=None) -> int:
+        """Start every pair of the matrix at zero weight; return the pulses.
+
+        A gate-voltage scheme RESETs each device and SETs it at its initial
+        gate voltage, as Li et al. (2019) start in-situ training, so the
+        weights are zero up to programming noise. Any other scheme programs
+        zero weights with one-shot writes. ``w`` (out, in) fixes the
+        conductance per unit weight when the mapping leaves it to the weights
+        (``g_unit=None``); it is not programmed.
+        """
+        from crossbar.programming import WriteToTarget
+
+        scheme = scheme if scheme is not None else WriteToTarget()
+        if self.g_unit is None:
+            if w is None:
+                raise ParameterError(
+                    "parameter 'w' must be given to initialize a matrix whose "
+                    "mapping has g_unit=None (the weights fix the conductance "
+                    "per unit weight); got None"
+                )
+            self._fix_g_unit(check_array("w", w, shape=self.shape), self.window(scheme))
+        if not _is_gate_scheme(scheme):
+            return self.program(np.zeros(self.shape), WriteToTarget())
+        pulses = 0
+        for tile in self.tiles:
+            arr = self.chip.arrays[tile.array]
+            mask = np.zeros(arr.shape, dtype=bool)
+            mask[self._block_slices(tile)] = True
+            state = self.chip.gate_state(tile.array, scheme)
+            pulses += int(scheme.initialize(arr.devices, state, mask))
         self.pulses += pulses
         return pulses
 

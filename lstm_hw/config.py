@@ -746,6 +746,19 @@ class InsituConfig(_Section):
     read_noise_in_backward: bool = option(
         True, "the backward pass uses a noisy read-back of the conductances"
     )
+    init: str = option(
+        "reset",
+        "reset: every pair starts at zero weight plus programming noise (gate: "
+        "RESET, then SET at the initial gate voltage, as Li et al. 2019; "
+        "incremental: one-shot writes); network: the software initialization "
+        "is programmed",
+        choices=("reset", "network"),
+    )
+    unswitched_noise: bool = option(
+        False,
+        "gate: a SET also adds programming noise to devices already above its "
+        "compliance, as the memNN simulator does",
+    )
 
 
 @dataclass(frozen=True)

@@ -156,11 +156,30 @@ def build_hardware(cfg, net, dataset, rng, device=None) -> HardwareNetwork:
     )
 
 
+class SymmetricStartWarning(UserWarning):
+    """In-situ training starts from weights that no hidden unit can leave."""
+
+
+def _hidden_units_identical(net) -> bool:
+    """Whether all hidden units have the same weights in and out, so that
+    gradient descent keeps them identical."""
+    hidden = net.rnn.hidden_size
+    w = net.rnn.combined_matrix()
+    rows = w.reshape(-1, hidden, w.shape[1])
+    head = net.head.combined_matrix()[:, :hidden]
+    per_unit = [v for v in net.rnn.params.values() if v.shape == (hidden,)]
+    return bool(
+        np.all(rows == rows[:, :1])
+        and np.all(head == head[:, :1])
+        and all(np.all(v == v[0]) for v in per_unit)
+    )
+
+
 def insitu_scheme(cfg):
     """The device's own programming rule used for in-situ updates."""
     s = cfg.insitu
     if s.scheme == "gate":
-        return GateVoltageScheme()
+        return GateVoltageScheme(unswitched_noise=s.unswitched_noise)
     return IncrementalPulses(
         dg_up=s.dg_up,
         dg_down=s.dg_down,
@@ -249,6 +268,10 @@ class Experiment:
     (network, optimizer, random stream, history and, for hardware modes, the
     chip) at most every ``checkpoint_seconds``; with ``resume`` a mode starts
     from its checkpoint and ends with the numbers of an uninterrupted run.
+
+    ``hardware`` keeps the chip of every hardware mode run in this process
+    (a :class:`~lstm_hw.hardware.HardwareNetwork`), to inspect its devices
+    after training.
     """
 
     checkpoint_seconds = 30.0
@@ -261,6 +284,7 @@ class Experiment:
         self.dataset = build_dataset(cfg)
         self.loss = build_loss(cfg)
         self.results: dict[str, ModeResult] = {}
+        self.hardware: dict[str, HardwareNetwork] = {}
 
     def _checkpoint(self, mode: str):
         if self.run_dir is None:
@@ -376,8 +400,9 @@ class Experiment:
             v[...] = ideal.params[k]
         return net, ideal
 
-    def _program_and_evaluate(self, net, rng, history, seconds) -> ModeResult:
+    def _program_and_evaluate(self, mode, net, rng, history, seconds) -> ModeResult:
         hw = build_hardware(self.cfg, net, self.dataset, rng)
+        self.hardware[mode] = hw
         pulses = hw.program(WriteToTarget())
         self._age(hw)
         ev = self._evaluate(net, hw.plans(), rng)
@@ -403,7 +428,7 @@ class Experiment:
         net, ideal = self._software_trained()
         seconds = ideal.metrics["train_seconds"]
         return self._program_and_evaluate(
-            net, _rng(self.cfg, "offline"), ideal.history, seconds
+            "offline", net, _rng(self.cfg, "offline"), ideal.history, seconds
         )
 
     def run_offline_aware(self) -> ModeResult:
@@ -456,7 +481,7 @@ class Experiment:
             forward_plans_fn=plans_fn,
         )
         restore_clean()
-        return self._program_and_evaluate(net, rng, history, seconds)
+        return self._program_and_evaluate("offline_aware", net, rng, history, seconds)
 
     def run_insitu(self) -> ModeResult:
         cfg = self.cfg
@@ -464,19 +489,32 @@ class Experiment:
         net = build_network(cfg, self.dataset)
         optimizer = build_optimizer(cfg)
         hw = build_hardware(cfg, net, self.dataset, rng)
+        self.hardware["insitu"] = hw
         scheme = insitu_scheme(cfg)
         noisy_back = cfg.insitu.read_noise_in_backward
         snapshots = {}
 
-        # The network's initial weights, written once with the scheme itself
-        # (the gate scheme) or with one-shot writes (incremental pulses).
-        if isinstance(scheme, GateVoltageScheme):
+        # The devices start at zero weight, or hold the network's initial
+        # weights, written with the scheme itself (the gate scheme) or with
+        # one-shot writes (incremental pulses).
+        if cfg.insitu.init == "reset":
+            hw.initialize(scheme)
+        elif isinstance(scheme, GateVoltageScheme):
             hw.program(scheme)
         else:
             hw.program(WriteToTarget())
         snapshots["before"] = hw.conductances()
         snapshots[_snapshot_key(0)] = snapshots["before"]
         hw.load_into_network(noisy=noisy_back)
+        if _hidden_units_identical(net):
+            message = (
+                "in-situ training starts with every hidden unit holding the same "
+                "weights (insitu.init = 'reset' without programming noise or "
+                "device variation), so training cannot tell them apart; set "
+                "insitu.init = 'network' or a nonzero device.prog_noise"
+            )
+            logger.warning(message)
+            warnings.warn(message, SymmetricStartWarning, stacklevel=2)
 
         def plans_fn():
             return hw.plans()
@@ -542,7 +580,12 @@ class Experiment:
             "insitu": self.run_insitu,
         }[mode]
         logger.info("mode %s: training", mode)
-        result = runner()
+        # One BLAS thread: OpenBLAS's sums depend on its thread count, so this
+        # keeps a seed's numbers the same on any machine and in any process.
+        # The products are small too, so threads would cost more than they
+        # bring; parallel work goes to independent runs (sweeps).
+        with threadpool_limits(limits=1):
+            result = runner()
         self.results[mode] = result
         logger.info("mode %s: %s", mode, result.metrics)
         return result
@@ -584,10 +627,7 @@ def run_experiment(cfg, run_dir, resume: bool = False, progress: bool = False) -
     from lstm_hw.plots import save_plots
     from lstm_hw.results import write_csv, write_json
 
-    # The products here are small: BLAS threads cost more than they bring,
-    # and parallel work is better spent on independent runs (sweeps).
-    with threadpool_limits(limits=1):
-        exp = run_modes(cfg, run_dir, resume=resume, progress=progress)
+    exp = run_modes(cfg, run_dir, resume=resume, progress=progress)
     metrics = exp.metrics()
     if run_dir is None:
         return metrics

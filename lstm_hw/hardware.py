@@ -166,6 +166,17 @@ class HardwareNetwork:
             self.matrices[k].program(self._expand(combined[k]), scheme) for k in LAYERS
         )
 
+    def initialize(self, scheme=None) -> int:
+        """Start every weight at zero on the devices (see
+        :meth:`crossbar.tiling.TiledMatrix.initialize`); return pulses spent.
+        The network's own weights only fix the conductance scale when the
+        mapping leaves it open."""
+        combined = self.net.combined_matrices()
+        return sum(
+            self.matrices[k].initialize(scheme, self._expand(combined[k]))
+            for k in LAYERS
+        )
+
     def apply_update(self, delta: dict[str, np.ndarray], scheme) -> int:
         """Write combined-matrix weight changes with the device's own rule."""
         flat = np.concatenate(

@@ -1,13 +1,17 @@
 """The training modes end to end, on small settings."""
 
 import json
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 
+from crossbar.programming import GateVoltageScheme
 from lstm_hw.cli import main
 from lstm_hw.config import load_config
-from lstm_hw.experiment import run_experiment
+from lstm_hw.experiment import Experiment, SymmetricStartWarning, run_experiment
 
 ALL = '["ideal", "offline", "offline_aware", "insitu"]'
 
@@ -144,3 +148,57 @@ def test_resume_inside_a_mode_gives_the_uninterrupted_numbers(
     history = (tmp_path / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 4
     assert not (tmp_path / "modes" / mode / "checkpoint.json").exists()
+
+
+def _insitu_start(*overrides):
+    """In-situ run of one epoch; the 'before' conductances and the warnings."""
+    cfg = _cfg('modes=["insitu"]', "training.epochs=1", *overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = Experiment(cfg).run_mode("insitu")
+    symmetric = [w for w in caught if issubclass(w.category, SymmetricStartWarning)]
+    return result.snapshots["before"][0], symmetric
+
+
+def test_insitu_starts_at_zero_weights_and_warns_when_nothing_breaks_symmetry():
+    g_start = GateVoltageScheme().g_set(1.0)
+    g, symmetric = _insitu_start("device.prog_noise=0")
+    # LSTM pairs: rows of [x | h | bias], 4H columns; the output layer in the
+    # next column, rows of [h | bias]; the rest of the array untouched.
+    used = np.zeros(g.shape, dtype=bool)
+    used[:34, :60] = used[:32, 60] = True
+    assert np.all(g[used] == g_start) and not np.any(g[~used] == g_start)
+    assert len(symmetric) == 1 and "insitu.init" in str(symmetric[0].message)
+    g, symmetric = _insitu_start()
+    assert 0 < np.abs(g[used] - g_start).max() < 30e-6 and not symmetric
+    # Peephole weights are digital and differ between units.
+    _, symmetric = _insitu_start("device.prog_noise=0", "network.variant=peephole")
+    assert not symmetric
+    g, symmetric = _insitu_start("device.prog_noise=0", "insitu.init=network")
+    assert not symmetric and len(np.unique(g[:34, :60])) > 100
+
+
+def test_numbers_do_not_depend_on_blas_threads_or_earlier_runs():
+    # OpenBLAS sums long products differently with one and two threads. In a
+    # fresh process, the first run starts inside a thread limit set before
+    # any kernel ran, the second without one, the third inside one again:
+    # all three must give the same weights, bit for bit.
+    script = """
+import numpy as np
+from threadpoolctl import threadpool_limits
+from lstm_hw.config import load_config
+from lstm_hw.experiment import Experiment
+cfg = load_config("japanese_vowels", ["training.epochs=1", "modes=['ideal']"])
+def run():
+    return Experiment(cfg).run_mode("ideal").params
+with threadpool_limits(limits=1):
+    a = run()
+b = run()
+with threadpool_limits(limits=1):
+    c = run()
+print(all(np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-1] == "True"

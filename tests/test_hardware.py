@@ -129,3 +129,56 @@ def test_update_reaches_each_device_as_the_pair_rule_says(placement, bias_rows):
         np.testing.assert_allclose(change, expected[k], rtol=1e-12, atol=1e-24)
         seen.add(k)
     assert seen == {k for k, e in enumerate(expected) if np.any(e != 0)}
+
+
+@pytest.mark.parametrize("placement", ["paper", "tiled"])
+def test_initialize_starts_every_weight_at_zero(placement):
+    # The paper's start of in-situ training: each device of a matrix RESET and
+    # SET at the initial gate voltage; devices outside the matrices untouched.
+    net = _net()
+    hw = _hw(net, DeviceParams.li2019(prog_noise=0.0), placement=placement)
+    scheme = GateVoltageScheme()
+    before = hw.chip.read_back(noisy=False)
+    pulses = hw.initialize(scheme)
+    used = [np.zeros(a.shape, dtype=bool) for a in hw.chip.arrays]
+    for m in hw.matrices.values():
+        for tile in m.tiles:
+            used[tile.array][m._block_slices(tile)] = True
+    assert pulses == 2 * sum(u.sum() for u in used) == hw.pulses
+    for k, a in enumerate(hw.chip.arrays):
+        g = a.devices.conductance()
+        assert np.all(g[used[k]] == scheme.g_set(scheme.v_gate_initial))
+        assert np.array_equal(g[~used[k]], before[k][~used[k]])
+        assert np.all(hw.chip.gate_states[k].v_gate == scheme.v_gate_initial)
+    assert all(np.all(w == 0.0) for w in hw.read_weights(noisy=False).values())
+
+
+def test_initialize_spreads_weights_by_the_programming_noise():
+    # Two devices of 4 uS noise per pair: sqrt(2) * 4 uS / g_unit per weight.
+    net = _net(n_x=1, hidden=15, out=1)
+    hw = _hw(net, DeviceParams.li2019(prog_noise=4e-6))
+    hw.initialize(GateVoltageScheme())
+    w = hw.read_weights(noisy=False)["rnn"]
+    expected = np.sqrt(2) * 4e-6 / 100e-6
+    assert abs(w.mean()) < 4 * expected / np.sqrt(w.size)
+    assert w.std() == pytest.approx(expected, rel=0.1)
+
+
+def test_initialize_with_one_shot_writes_and_open_scale():
+    # Schemes without a gate state start from zero weights written once; a
+    # mapping without g_unit takes its scale from the network's weights.
+    net = _net()
+    chip = Chip(ArrayParams(), IDEAL, np.random.default_rng(1))
+    m = chip.map_matrix((4, 6), DifferentialMapping(g_unit=None), name="m")
+    with pytest.raises(ParameterError, match="'w'"):
+        m.initialize()
+    w = np.random.default_rng(0).uniform(-2, 2, size=(4, 6))
+    assert m.initialize(w=w) == 2 * 4 * 6
+    assert np.all(m.weights(readback=chip.read_back(noisy=False)) == 0.0)
+    other = Chip(ArrayParams(), IDEAL, np.random.default_rng(1))
+    ref = other.map_matrix((4, 6), DifferentialMapping(g_unit=None), name="m")
+    ref.program(w)
+    assert m.g_unit == ref.g_unit
+    hw = _hw(net, IDEAL)
+    hw.initialize()
+    assert all(np.all(w == 0.0) for w in hw.read_weights(noisy=False).values())

@@ -242,11 +242,13 @@ def test_li_apply_update_matches_slow_reference():
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("unswitched_noise", [False, True])
 @pytest.mark.parametrize("mode", ["absolute", "relative", "state"])
-def test_li_compiled_update_equals_two_masked_writes(mode):
+def test_li_compiled_update_equals_two_masked_writes(mode, unswitched_noise):
     # The compiled update against the rule spelled out with the public masked
     # writes (numpy legalization), same generator: equal bit for bit, with
-    # noise, levels, stuck devices and drift.
+    # noise, levels, stuck devices, drift and devices a SET leaves alone.
+    scheme = GateVoltageScheme(unswitched_noise=unswitched_noise)
     params = DeviceParams.li2019(
         prog_noise=0.02 if mode != "absolute" else 4e-6,
         prog_noise_mode=mode,
@@ -258,23 +260,34 @@ def test_li_compiled_update_equals_two_masked_writes(mode):
     fast, slow = (
         DeviceArray(params, (9, 8), np.random.default_rng(12)) for _ in range(2)
     )
-    s_fast, s_slow = LI.initial_state(fast.shape), LI.initial_state(slow.shape)
-    LI.initialize(fast, s_fast)
-    LI.initialize(slow, s_slow)
+    s_fast, s_slow = scheme.initial_state(fast.shape), scheme.initial_state(slow.shape)
+    scheme.initialize(fast, s_fast)
+    scheme.initialize(slow, s_slow)
     rng = np.random.default_rng(1)
-    for _ in range(3):
-        fast.advance_time(10.0)
-        slow.advance_time(10.0)
-        dg = rng.normal(0, 40e-6, fast.shape)
+    unswitched = 0
+    for step in range(6):
+        if step < 2:  # drift lowers every device below its compliance
+            fast.advance_time(10.0)
+            slow.advance_time(10.0)
+        # Large changes and changes small against the noise, which leave many
+        # devices above their new compliance.
+        dg = rng.normal(0, 40e-6, fast.shape) * (rng.uniform(size=fast.shape) < 0.5)
+        dg += rng.normal(0, 1e-6, fast.shape)
         mask = rng.uniform(size=fast.shape) < 0.7
         idx = np.flatnonzero(mask)
-        pulses = LI.apply_update_at(fast, s_fast, idx, dg.ravel()[idx])
+        pulses = scheme.apply_update_at(fast, s_fast, idx, dg.ravel()[idx])
 
-        dv = dg / LI.slope
-        v_new = np.clip(s_slow.v_gate + dv, LI.v_gate_min, LI.v_gate_max)
+        dv = dg / scheme.slope
+        v_new = np.clip(s_slow.v_gate + dv, scheme.v_gate_min, scheme.v_gate_max)
         expected = slow.write(slow.g_lo, mask & (dv < 0))
-        target = np.maximum(LI.g_set(v_new), slow.conductance())
-        expected += slow.write(target, mask)
+        g_set, g_now = scheme.g_set(v_new), slow.conductance()
+        if unswitched_noise:
+            expected += slow.write(np.maximum(g_set, g_now), mask)
+        else:
+            stays = mask & (g_set <= g_now) & ~slow.stuck
+            unswitched += np.count_nonzero(stays)
+            expected += slow.write(g_set, mask & (g_set > g_now))
+            expected += np.count_nonzero(stays)
         s_slow.v_gate[mask] = v_new[mask]
 
         assert pulses == expected
@@ -282,6 +295,45 @@ def test_li_compiled_update_equals_two_masked_writes(mode):
         assert np.array_equal(fast.t_program, slow.t_program)
         assert np.array_equal(s_fast.v_gate, s_slow.v_gate)
         assert np.array_equal(fast.conductance(), slow.conductance())
+    assert unswitched_noise or unswitched > 10
+
+
+def test_li_set_leaves_devices_above_compliance_untouched():
+    # With noise on, a device above its compliance keeps its value and its
+    # programming time; the memNN model adds noise to it on every SET.
+    params = DeviceParams.li2019(prog_noise=4e-6)
+    d = DeviceArray(params, (1, 3), np.random.default_rng(0))
+    state = LI.initial_state(d.shape)
+    d.set_exact(np.array([[300e-6, 300e-6, 100e-6]]))
+    before = d.g.copy()
+    d.advance_time(5.0)
+    t_before = d.t_program.copy()
+    assert LI.apply_update(d, state, np.full(d.shape, 9.8e-6)) == 3
+    assert d.g[0, :2].tolist() == before[0, :2].tolist()
+    assert d.t_program[0, :2].tolist() == t_before[0, :2].tolist()
+    assert d.g[0, 2] != before[0, 2] and abs(d.g[0, 2] - LI.g_set(1.1)) < 30e-6
+    memnn = GateVoltageScheme(unswitched_noise=True)
+    memnn.apply_update(d, state, np.full(d.shape, 9.8e-6))
+    assert np.all(d.g[0, :2] != before[0, :2])
+
+
+@pytest.mark.parametrize("unswitched_noise", [False, True])
+def test_li_rising_gate_voltage_creeps_only_with_unswitched_noise(unswitched_noise):
+    # Gate voltages rising in steps far below the noise: with SETs that leave
+    # unswitched devices alone the conductance stays within a few noise
+    # widths of the compliance; with noise on every SET it random-walks up.
+    scheme = GateVoltageScheme(unswitched_noise=unswitched_noise)
+    d = li_devices(shape=(20, 50), noise=4e-6, seed=2)
+    state = scheme.initial_state(d.shape)
+    scheme.initialize(d, state)
+    for _ in range(200):
+        scheme.apply_update(d, state, np.full(d.shape, 0.1e-6))
+    excess = d.g - scheme.g_set(state.v_gate)
+    if unswitched_noise:
+        assert excess.mean() > 20e-6
+    else:
+        assert 0 < excess.mean() < 8e-6
+        assert excess.max() < 25e-6
 
 
 def test_li_noise_is_four_microsiemens_per_pulse():

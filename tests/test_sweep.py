@@ -69,6 +69,9 @@ lr = 0.01
 rows = 32
 cols = 32
 
+[insitu]
+init = "network"
+
 [sweep]
 repeats = 2
 
