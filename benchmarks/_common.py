@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from lstm_hw.results import blas_libraries, package_versions, write_json
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -34,8 +36,14 @@ def interleaved_best_times(cases: dict, repeats: dict, rounds: int) -> dict:
 
 
 def write_result(name: str, data: dict) -> Path:
-    """Write ``data`` to ``benchmarks/results/<name>.json``."""
+    """Write ``data`` to ``benchmarks/results/<name>.json``, with the package
+    versions, BLAS kernels and platform that produced it."""
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
-    out.write_text(json.dumps(data, indent=2))
+    environment = {
+        "versions": package_versions(),
+        "blas": blas_libraries(),
+        "platform": platform.platform(),
+    }
+    write_json(out, {**data, "environment": environment})
     return out

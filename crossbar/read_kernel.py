@@ -114,7 +114,7 @@ def _dac_inputs(plan, u):
 @njit
 def _linear_matvec(plan, u, out, state):
     """``out = u @ g[0]`` plus read noise of variance ``(u * u) @ q[0]``."""
-    out[:, :] = np.dot(u, plan.g[0])
+    np.dot(u, plan.g[0], out)
     if plan.noisy:
         std = np.sqrt(np.dot(u * u, plan.q[0]))
         z = np.empty(out.shape)

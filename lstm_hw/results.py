@@ -40,6 +40,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "RunDirError",
+    "blas_libraries",
     "new_run_dir",
     "package_versions",
     "save_figure",
@@ -328,14 +329,37 @@ def package_versions() -> dict[str, str]:
     }
 
 
+def blas_libraries() -> list[dict[str, str]]:
+    """The BLAS libraries loaded, each with the CPU kernel it picked.
+
+    The kernel (``architecture``) fixes the order of the sums in long
+    products. Another kernel, on another CPU, changes their last bits, and
+    training, noisy in-situ training above all, can turn those into
+    different results for the same seed.
+    """
+    from threadpoolctl import threadpool_info
+
+    return [
+        {
+            "library": Path(lib["filepath"]).name,
+            "api": str(lib.get("internal_api")),
+            "version": str(lib.get("version")),
+            "architecture": str(lib.get("architecture")),
+        }
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
+
+
 def write_metadata(
     run_dir: Path, cfg, seed: int, argv: Sequence[str] | None = None
 ) -> dict:
     """Write ``config.toml`` (the resolved config) and ``run.json``.
 
     ``run.json`` holds the seed, the versions of this package, Python,
-    numpy, numba (and scipy, matplotlib), the platform, the command line and
-    the start time. Returns what was written to ``run.json``.
+    numpy, numba (and scipy, matplotlib), the BLAS libraries and their CPU
+    kernels, the platform, the command line and the start time. Returns what
+    was written to ``run.json``.
     """
     from lstm_hw.config import dump_toml
 
@@ -345,6 +369,7 @@ def write_metadata(
         "name": cfg.name,
         "seed": int(seed),
         "versions": package_versions(),
+        "blas": blas_libraries(),
         "platform": platform.platform(),
         "command": shlex.join(argv),
         "argv": argv,

@@ -67,6 +67,7 @@ from lstm_hw.config import (
 from lstm_hw.results import (
     RUN_MARKER,
     RunDirError,
+    blas_libraries,
     package_versions,
     save_figure,
     write_csv,
@@ -764,6 +765,7 @@ def _prepare_sweep_dir(sweep_dir: Path, cfg: Config, argv: Sequence[str]) -> boo
         "n_tasks": len(tasks),
         "config": _plain(config_to_dict(cfg)),
         "versions": package_versions(),
+        "blas": blas_libraries(),
         "starts": [start],
     }
     write_text(sweep_dir / "config.toml", dump_toml(cfg))

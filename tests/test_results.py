@@ -217,6 +217,10 @@ def test_write_metadata(tmp_path):
     assert run["command"] == "lstm-hw run --seed 7"
     assert set(run["versions"]) >= {"lstm-hw", "python", "numpy", "numba"}
     assert run["versions"]["numpy"] == np.__version__
+    # The kernels' products run on scipy's OpenBLAS, whose CPU kernel is named.
+    scipy_blas = [b for b in run["blas"] if "scipy" in b["library"]]
+    assert scipy_blas and scipy_blas[0]["api"] == "openblas"
+    assert scipy_blas[0]["architecture"] not in ("", "None")
     assert run["platform"] and run["start_time"]
     tomllib.loads((tmp_path / "config.toml").read_text())
 
