@@ -35,11 +35,12 @@ def interleaved_best_times(cases: dict, repeats: dict, rounds: int) -> dict:
     return best
 
 
-def write_result(name: str, data: dict) -> Path:
-    """Write ``data`` to ``benchmarks/results/<name>.json``, with the package
-    versions, BLAS kernels and platform that produced it."""
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}.json"
+def write_result(name: str, data: dict, out: Path | None = None) -> Path:
+    """Write ``data`` atomically to ``benchmarks/results/<name>.json`` (or
+    ``out``), with the package versions, BLAS kernels and platform that
+    produced it."""
+    out = Path(out) if out is not None else RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     environment = {
         "versions": package_versions(),
         "blas": blas_libraries(),

@@ -25,7 +25,6 @@ Prints a markdown table and writes ``benchmarks/results/baselines.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import statistics
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, write_result
 
 from lstm_hw import LSTM, Dense, Network
 from lstm_hw.data import load_airline, load_japanese_vowels, persistence_rmse
@@ -42,7 +42,6 @@ from lstm_hw.training import train
 
 logger = logging.getLogger("baselines")
 
-RESULTS = Path(__file__).resolve().parent / "results" / "baselines.json"
 
 AIRLINE = {
     "hidden": 15,
@@ -113,7 +112,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--runs", type=int, default=5, help="runs per data set")
     parser.add_argument("--airline-epochs", type=int, default=AIRLINE["epochs"])
     parser.add_argument("--vowels-epochs", type=int, default=VOWELS["epochs"])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "baselines.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     seeds = [args.seed + k for k in range(args.runs)]
@@ -153,8 +152,7 @@ def main(argv=None) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("baselines", results, args.out)
 
     lines = [
         "| data set | metric | median | runs | reference |",

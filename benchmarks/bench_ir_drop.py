@@ -27,24 +27,22 @@ writes ``benchmarks/results/ir_drop.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from _common import write_result
 from threadpoolctl import threadpool_limits
 
 from crossbar.ir_drop import IRDropSolver, effective_conductance
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ir_drop.json"
 REPEATS = 5
 G_LOW, G_HIGH = 1e-6, 100e-6  # siemens
 
@@ -345,8 +343,7 @@ def main() -> dict:
             "reuse": bench_reuse(),
             "small": bench_small(),
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("ir_drop", results)
     _report(results)
     return results
 

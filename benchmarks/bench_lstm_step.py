@@ -26,15 +26,14 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.linalg.cython_blas  # noqa: E402, F401 (numba's BLAS, pinned below)
+from _common import write_result  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from lstm_hw import LSTM, Dense, Network  # noqa: E402
@@ -43,7 +42,6 @@ from lstm_hw.optimizers import SGD, RMSprop  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "lstm_step.json"
 REPEATS = 15
 
 SHAPES = {
@@ -222,9 +220,7 @@ def main() -> int:
     lines.append("")
     lines.append("ratio = lstm_hw time / PyTorch time (below 1: lstm_hw is faster)")
     sys.stdout.write("\n".join(lines) + "\n")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    logger.info("wrote %s", RESULTS)
+    logger.info("wrote %s", write_result("lstm_step", results))
     return 0
 
 

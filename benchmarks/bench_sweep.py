@@ -22,7 +22,6 @@ writes ``benchmarks/results/sweep.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import dask
+from _common import write_result
 from threadpoolctl import threadpool_limits
 
 from lstm_hw.config import load_config
@@ -40,7 +40,6 @@ from lstm_hw.sweep import local_cluster, plan_tasks, run_sweep, run_task, task_c
 
 logger = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
 REPEATS = 3
 OVERRIDES = [
     "training.epochs=3",
@@ -213,9 +212,7 @@ def main() -> None:
         "platform": platform.platform(),
         "versions": {**package_versions(), "dask": dask.__version__},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {write_result('sweep', record)}")
 
 
 if __name__ == "__main__":

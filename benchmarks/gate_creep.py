@@ -40,13 +40,8 @@ def excess(seed: int, unswitched_noise: bool, overrides) -> tuple[np.ndarray, fl
     hw = exp.hardware["insitu"]
     scheme = GateVoltageScheme()
     out = []
-    for k, arr in enumerate(hw.chip.arrays):
-        used = np.zeros(arr.shape, dtype=bool)
-        for m in hw.matrices.values():
-            for tile in m.tiles:
-                if tile.array == k:
-                    used[m._block_slices(tile)] = True
-        g = arr.devices.conductance()[used]
+    for k, used in enumerate(hw.device_masks()):
+        g = hw.chip.arrays[k].devices.conductance()[used]
         out.append(g - scheme.g_set(hw.chip.gate_states[k].v_gate[used]))
     return np.concatenate(out), rmse
 

@@ -25,7 +25,7 @@ from crossbar.array import ArrayParams, CrossbarArray
 from crossbar.device import DeviceParams
 from crossbar.differential import DifferentialMapping
 from crossbar.read_kernel import ReadPlan, exact_plan, matvec
-from crossbar.validation import ParameterError, check_array, check_number
+from crossbar.validation import ParameterError, check_array, check_number, fail
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +245,16 @@ class TiledMatrix:
         nr, nc = self.mapping.physical_shape(tile.n_out, tile.n_in)
         return slice(tile.row, tile.row + nr), slice(tile.col, tile.col + nc)
 
+    def device_masks(self) -> dict[int, np.ndarray]:
+        """The devices that hold this matrix: a boolean mask per array it
+        uses, keyed by the array's index in :attr:`Chip.arrays`."""
+        masks: dict[int, np.ndarray] = {}
+        for tile in self.tiles:
+            shape = self.chip.arrays[tile.array].shape
+            mask = masks.setdefault(tile.array, np.zeros(shape, dtype=bool))
+            mask[self._block_slices(tile)] = True
+        return masks
+
     def window(self, scheme=None) -> tuple[float, float]:
         """The conductance range targets are placed in [S]."""
         if scheme is not None and hasattr(scheme, "conductance_range"):
@@ -316,21 +326,19 @@ class TiledMatrix:
         scheme = scheme if scheme is not None else WriteToTarget()
         if self.g_unit is None:
             if w is None:
-                raise ParameterError(
-                    "parameter 'w' must be given to initialize a matrix whose "
-                    "mapping has g_unit=None (the weights fix the conductance "
-                    "per unit weight); got None"
+                fail(
+                    "w",
+                    "the weights when the mapping has g_unit=None",
+                    w,
+                    "they fix the conductance per unit weight",
                 )
             self._fix_g_unit(check_array("w", w, shape=self.shape), self.window(scheme))
         if not _is_gate_scheme(scheme):
             return self.program(np.zeros(self.shape), WriteToTarget())
         pulses = 0
-        for tile in self.tiles:
-            arr = self.chip.arrays[tile.array]
-            mask = np.zeros(arr.shape, dtype=bool)
-            mask[self._block_slices(tile)] = True
-            state = self.chip.gate_state(tile.array, scheme)
-            pulses += int(scheme.initialize(arr.devices, state, mask))
+        for k, mask in self.device_masks().items():
+            state = self.chip.gate_state(k, scheme)
+            pulses += int(scheme.initialize(self.chip.arrays[k].devices, state, mask))
         self.pulses += pulses
         return pulses
 

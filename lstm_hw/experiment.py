@@ -581,7 +581,7 @@ class Experiment:
         }[mode]
         logger.info("mode %s: training", mode)
         # One BLAS thread: OpenBLAS's sums depend on its thread count, so this
-        # keeps a seed's numbers the same on any machine and in any process.
+        # keeps a seed's numbers the same whatever the process ran before.
         # The products are small too, so threads would cost more than they
         # bring; parallel work goes to independent runs (sweeps).
         with threadpool_limits(limits=1):

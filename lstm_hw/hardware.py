@@ -273,6 +273,15 @@ class HardwareNetwork:
         for k, p in zip(LAYERS, pulses[1:], strict=True):
             self.matrices[k].pulses = p
 
+    def device_masks(self) -> list[np.ndarray]:
+        """The devices that hold the network: a boolean mask per array of the
+        chip (see :meth:`crossbar.tiling.TiledMatrix.device_masks`)."""
+        masks = [np.zeros(a.shape, dtype=bool) for a in self.chip.arrays]
+        for m in self.matrices.values():
+            for k, mask in m.device_masks().items():
+                masks[k] |= mask
+        return masks
+
     def conductances(self) -> np.ndarray:
         """Conductances of every array of the chip [S], shape (arrays, rows, cols)."""
         return np.stack([a.g for a in self.chip.arrays])

@@ -339,7 +339,7 @@ def blas_libraries() -> list[dict[str, str]]:
     """
     from threadpoolctl import threadpool_info
 
-    return [
+    libs = [
         {
             "library": Path(lib["filepath"]).name,
             "api": str(lib.get("internal_api")),
@@ -349,6 +349,8 @@ def blas_libraries() -> list[dict[str, str]]:
         for lib in threadpool_info()
         if lib.get("user_api") == "blas"
     ]
+    # By name, not load order, so the record does not change between runs.
+    return sorted(libs, key=lambda lib: lib["library"])
 
 
 def write_metadata(

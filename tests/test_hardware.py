@@ -140,10 +140,7 @@ def test_initialize_starts_every_weight_at_zero(placement):
     scheme = GateVoltageScheme()
     before = hw.chip.read_back(noisy=False)
     pulses = hw.initialize(scheme)
-    used = [np.zeros(a.shape, dtype=bool) for a in hw.chip.arrays]
-    for m in hw.matrices.values():
-        for tile in m.tiles:
-            used[tile.array][m._block_slices(tile)] = True
+    used = hw.device_masks()
     assert pulses == 2 * sum(u.sum() for u in used) == hw.pulses
     for k, a in enumerate(hw.chip.arrays):
         g = a.devices.conductance()
